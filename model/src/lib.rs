@@ -1,0 +1,1 @@
+//! The Flamingo network in candle.

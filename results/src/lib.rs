@@ -1,0 +1,1 @@
+//! The SQLite store, reports and the published reference numbers.

@@ -1,0 +1,3 @@
+//! Data: the synthetic world, WebDataset shards and the evaluation datasets' real formats.
+
+pub mod synth;

@@ -1,0 +1,1 @@
+//! The synthetic world: deterministic scenes written in the real dataset formats.

@@ -1,0 +1,1 @@
+//! Training: the data mix, the Flamingo objective and checkpoints.
