@@ -1,1 +1,9 @@
-//! The SQLite store, reports and the published reference numbers.
+//! The results side of `runner`: the SQLite store of experiments, jobs and results, report
+//! building (pivot tables over seeds), and the published reference numbers.
+
+pub mod report;
+pub mod store;
+
+pub use store::{
+    EvalCell, JobState, JobStatus, NewJob, Prediction, Store, StoreError, TrainMetric,
+};

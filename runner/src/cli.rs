@@ -1,15 +1,22 @@
 //! The command line: argument parsing and dispatch to library functions (glue only).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+
+use crate::config::{self, Overrides};
+use crate::exec::{ExecOptions, Only};
+use crate::plan;
 
 /// Flamingo-style vision-language experiments: train, evaluate, record, report.
 #[derive(Debug, Parser)]
 #[command(name = "runner", version, about)]
 pub struct Cli {
+    /// Results database (default runs/results.sqlite; artifacts go next to it).
+    #[arg(long, global = true, env = "RUNNER_DB")]
+    pub db: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -17,11 +24,63 @@ pub struct Cli {
 /// The subcommands of `runner`.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Plan, then run every pending job of an experiment.
+    Exec(ExecArgs),
+    /// Print the numbered job list with each job's state and hash.
+    Plan(PlanArgs),
+    /// Pivot tables of the recorded eval cells.
+    Report(ReportArgs),
     /// Score a predictions file against annotations with a reference metric.
     Score(ScoreArgs),
     /// Data utilities: write the synthetic world, check an experiment's files.
     #[command(subcommand)]
     Data(DataCommand),
+}
+
+/// Arguments of `runner exec`.
+#[derive(Debug, clap::Args)]
+pub struct ExecArgs {
+    /// Experiment file.
+    pub file: PathBuf,
+    /// Override a value, e.g. --set train.lr=3e-4 (typed: numbers, booleans, [lists]).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Run only the training side (synth, pretrain, train) or only the eval cells.
+    #[arg(long, value_parser = ["train", "eval"])]
+    pub only: Option<String>,
+    /// Stop at the first failed job.
+    #[arg(long)]
+    pub fail_fast: bool,
+    /// Jobs run at once.
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+}
+
+/// Arguments of `runner plan`.
+#[derive(Debug, clap::Args)]
+pub struct PlanArgs {
+    /// Experiment file.
+    pub file: PathBuf,
+    /// Override a value (as for exec).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Print the resolved experiment as TOML instead of the job list.
+    #[arg(long)]
+    pub resolved: bool,
+    /// Print the jobs as a JSON array.
+    #[arg(long, conflicts_with = "resolved")]
+    pub json: bool,
+}
+
+/// Arguments of `runner report`.
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// Experiments to include (default: all recorded).
+    #[arg(long)]
+    pub experiment: Vec<String>,
+    /// table, markdown, csv or json.
+    #[arg(long, default_value = "table")]
+    pub format: String,
 }
 
 /// Arguments of `runner score`.
@@ -73,9 +132,171 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<ExitCode> {
-    match cli.command {
-        Command::Score(_args) => anyhow::bail!("runner score: not built yet"),
-        Command::Data(DataCommand::Synth(_args)) => anyhow::bail!("runner data synth: not built yet"),
+/// Writes to stdout; a closed pipe (e.g. `| head`) ends the output quietly.
+fn emit(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
     }
+}
+
+fn db_path(cli_db: &Option<PathBuf>) -> PathBuf {
+    cli_db
+        .clone()
+        .unwrap_or_else(|| Path::new("runs").join("results.sqlite"))
+}
+
+fn load(file: &Path, set: &[String]) -> Result<(config::Loaded, plan::Plan)> {
+    let loaded = config::load(file, &Overrides::from_process(set))?;
+    let plan = plan::plan(&loaded);
+    Ok((loaded, plan))
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let db = db_path(&cli.db);
+    match cli.command {
+        Command::Plan(args) => cmd_plan(&args, &db),
+        Command::Exec(args) => cmd_exec(&args, &db),
+        Command::Report(args) => cmd_report(&args, &db),
+        Command::Score(_args) => anyhow::bail!("runner score: not built yet"),
+        Command::Data(DataCommand::Synth(_args)) => {
+            anyhow::bail!("runner data synth: not built yet")
+        }
+    }
+}
+
+fn cmd_plan(args: &PlanArgs, db: &Path) -> Result<ExitCode> {
+    let (loaded, plan) = load(&args.file, &args.set)?;
+    if args.resolved {
+        emit(&config::to_toml(&loaded.composed.experiment))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Reading states never creates the database.
+    let statuses = if db.is_file() {
+        let store = results::Store::open(db)?;
+        let hashes: Vec<String> = plan.jobs.iter().map(|j| j.hash.clone()).collect();
+        store.job_status(&hashes)?
+    } else {
+        Default::default()
+    };
+    let nvar = plan.variants.len();
+    let views: Vec<plan::JobView> = plan
+        .jobs
+        .iter()
+        .enumerate()
+        .map(|(i, j)| {
+            let st = statuses.get(&j.hash);
+            let state = match st {
+                Some(s) if s.state == results::JobState::Running && s.lease_expired => "stale",
+                Some(s) => s.state.as_str(),
+                None => "pending",
+            };
+            plan::JobView {
+                index: i + 1,
+                kind: j.kind.as_str(),
+                variant: plan::variant_label(j, nvar),
+                hash: &j.hash,
+                state,
+                label: &j.label,
+                dataset: j.dataset.as_deref(),
+                shots: j.shots,
+                seed: j.seed,
+                error: st.and_then(|s| s.error.as_deref()),
+            }
+        })
+        .collect();
+    if args.json {
+        emit(&format!("{}\n", serde_json::to_string_pretty(&views)?))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut out = format!(
+        "{}: {} variant(s), {} job(s); database {}\n",
+        plan.name,
+        nvar,
+        plan.jobs.len(),
+        db.display()
+    );
+    out.push_str(&format!(
+        "{:>5}  {:<9} {:<9} {:<8}  job\n",
+        "#", "kind", "hash", "state"
+    ));
+    for v in &views {
+        out.push_str(&format!(
+            "{:>5}  {:<9} {:<9} {:<8}  {}\n",
+            v.index,
+            v.kind,
+            &v.hash[..8],
+            v.state,
+            v.label
+        ));
+        if let Some(e) = v.error {
+            out.push_str(&format!(
+                "{:>5}  last error: {}\n",
+                "",
+                e.lines().next().unwrap_or("")
+            ));
+        }
+    }
+    emit(&out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_exec(args: &ExecArgs, db: &Path) -> Result<ExitCode> {
+    let (loaded, plan) = load(&args.file, &args.set)?;
+    let opts = ExecOptions {
+        only: args
+            .only
+            .as_deref()
+            .map(|o| if o == "eval" { Only::Eval } else { Only::Train }),
+        fail_fast: args.fail_fast,
+        jobs: args.jobs,
+        lease_ttl: std::env::var("RUNNER_LEASE_SECS")
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .map(std::time::Duration::from_secs)
+            .unwrap_or(ExecOptions::default().lease_ttl),
+    };
+    let summary = crate::exec::exec(&plan, &loaded, db, &opts)
+        .with_context(|| format!("exec {}", args.file.display()))?;
+    println!(
+        "{}: ran {} job(s), {} already done, {} failed, {} not run",
+        plan.name,
+        summary.ran,
+        summary.already_done,
+        summary.failed.len(),
+        summary.blocked
+    );
+    for (kind, n) in &summary.unavailable {
+        println!(
+            "  {n} {kind} job(s) pending: the `{kind}` stage is not available in this build yet"
+        );
+    }
+    for (label, err) in &summary.failed {
+        println!("  failed: {label}: {err}");
+    }
+    Ok(if summary.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn cmd_report(args: &ReportArgs, db: &Path) -> Result<ExitCode> {
+    let format: results::report::Format = args.format.parse().map_err(anyhow::Error::msg)?;
+    if !db.is_file() {
+        anyhow::bail!(
+            "no results database at {} (run `runner exec` first, or pass --db)",
+            db.display()
+        );
+    }
+    let store = results::Store::open(db)?;
+    let pivot = results::report::pivot(&store, &args.experiment)?;
+    if pivot.rows.is_empty() {
+        println!("no eval cells recorded yet in {}", db.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{}", results::report::render(&pivot, format));
+    Ok(ExitCode::SUCCESS)
 }
