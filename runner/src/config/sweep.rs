@@ -94,7 +94,7 @@ pub fn expand(composed: &Composed) -> Result<Vec<Variant>, Vec<ConfigError>> {
             layers.push(Layer::single(Origin::Sweep(name.clone()), k, v.clone()));
         }
         match Composed::extract(&layers) {
-            Err(e) => errors.push(e),
+            Err(e) => errors.push(to_sweep_entry(&composed.layers, e, &overrides)),
             Ok(experiment) => {
                 let errs = validate(&experiment);
                 if errs.is_empty() {
@@ -104,7 +104,9 @@ pub fn expand(composed: &Composed) -> Result<Vec<Variant>, Vec<ConfigError>> {
                         experiment,
                     });
                 } else {
-                    errors.extend(errs.into_iter().map(|e| locate(&layers, e)));
+                    errors.extend(errs.into_iter().map(|e| {
+                        to_sweep_entry(&composed.layers, locate(&layers, e), &overrides)
+                    }));
                 }
             }
         }
@@ -112,8 +114,37 @@ pub fn expand(composed: &Composed) -> Result<Vec<Variant>, Vec<ConfigError>> {
     if errors.is_empty() {
         Ok(variants)
     } else {
-        errors.dedup();
+        // The same bad sweep value fails every variant that uses it: report it once.
+        let mut seen = Vec::new();
+        errors.retain(|e| {
+            let k = (e.key.clone(), e.message.clone());
+            let new = !seen.contains(&k);
+            seen.push(k);
+            new
+        });
         Err(errors)
+    }
+}
+
+/// An error caused by a sweep value points at the `[sweep]` entry that sets it (file and line),
+/// keeping the swept key path.
+fn to_sweep_entry(layers: &[Layer], err: ConfigError, overrides: &[(String, toml::Value)]) -> ConfigError {
+    if !matches!(err.origin, Some(Origin::Sweep(_))) {
+        return err;
+    }
+    let Some((key, value)) = overrides
+        .iter()
+        .find(|(k, _)| err.key == *k || err.key.starts_with(&format!("{k}.")) || k.starts_with(&format!("{}.", err.key)))
+    else {
+        return err;
+    };
+    let mut located = ConfigError::new(format!("sweep.{key}"), String::new());
+    located = locate(layers, located);
+    ConfigError {
+        origin: located.origin,
+        line: located.line,
+        key: err.key.clone(),
+        message: format!("{} (sweep value {})", err.message, value),
     }
 }
 
