@@ -7,7 +7,11 @@ use results::{EvalCell, JobState, NewJob, Prediction, Store};
 use sqlx::migrate::Migrator;
 
 fn job(hash: &str) -> NewJob {
-    NewJob { hash: hash.into(), kind: "eval".into(), spec: "{}".into() }
+    NewJob {
+        hash: hash.into(),
+        kind: "eval".into(),
+        spec: "{}".into(),
+    }
 }
 
 fn setup(store: &Store, hashes: &[&str]) {
@@ -17,7 +21,11 @@ fn setup(store: &Store, hashes: &[&str]) {
             "e",
             "h1",
             "name = \"e\"",
-            &[("v".into(), "{}".into(), hashes.iter().map(|h| h.to_string()).collect())],
+            &[(
+                "v".into(),
+                "{}".into(),
+                hashes.iter().map(|h| h.to_string()).collect(),
+            )],
             &jobs,
         )
         .unwrap();
@@ -31,13 +39,30 @@ fn a_database_made_by_an_older_version_is_migrated() {
     {
         let old = Store::open_with(&path, first_only).unwrap();
         setup(&old, &["a"]);
-        assert!(old.count("SELECT COUNT(*) FROM job_events").is_err(), "v1 has no job_events");
+        assert!(
+            old.count("SELECT COUNT(*) FROM job_events").is_err(),
+            "v1 has no job_events"
+        );
     }
     let store = Store::open(&path).unwrap();
-    assert_eq!(store.count("SELECT COUNT(*) FROM jobs").unwrap(), 1, "data survives");
+    assert_eq!(
+        store.count("SELECT COUNT(*) FROM jobs").unwrap(),
+        1,
+        "data survives"
+    );
     assert_eq!(store.count("SELECT COUNT(*) FROM job_events").unwrap(), 0);
-    assert_eq!(store.count("SELECT COUNT(*) FROM _sqlx_migrations").unwrap(), 2);
-    assert_eq!(store.count("SELECT COUNT(*) FROM pragma_journal_mode WHERE journal_mode = 'wal'").unwrap(), 1);
+    assert_eq!(
+        store
+            .count("SELECT COUNT(*) FROM _sqlx_migrations")
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .count("SELECT COUNT(*) FROM pragma_journal_mode WHERE journal_mode = 'wal'")
+            .unwrap(),
+        1
+    );
 }
 
 #[test]
@@ -49,20 +74,43 @@ fn one_claimer_wins_and_expired_or_dead_leases_are_reclaimed() {
     setup(&a, &["j1"]);
     let ttl = Duration::from_secs(60);
     assert!(a.try_claim("j1", "host:1:a", ttl, None).unwrap());
-    assert!(!b.try_claim("j1", "host:2:b", ttl, None).unwrap(), "a live lease blocks");
-    assert!(b.try_claim("j1", "host:2:b", ttl, Some("host:1:a")).unwrap(), "a dead owner's lease is taken");
-    assert!(!a.finish("j1", "host:1:a", "{}", 1.0).unwrap(), "the old owner cannot finish any more");
-    assert!(b.heartbeat("j1", "host:2:b", Duration::from_millis(1)).unwrap());
+    assert!(
+        !b.try_claim("j1", "host:2:b", ttl, None).unwrap(),
+        "a live lease blocks"
+    );
+    assert!(
+        b.try_claim("j1", "host:2:b", ttl, Some("host:1:a"))
+            .unwrap(),
+        "a dead owner's lease is taken"
+    );
+    assert!(
+        !a.finish("j1", "host:1:a", "{}", 1.0).unwrap(),
+        "the old owner cannot finish any more"
+    );
+    assert!(
+        b.heartbeat("j1", "host:2:b", Duration::from_millis(1))
+            .unwrap()
+    );
     std::thread::sleep(Duration::from_millis(20));
     let st = a.job_status(&["j1".into()]).unwrap();
     assert!(st["j1"].lease_expired);
-    assert!(a.try_claim("j1", "host:3:c", ttl, None).unwrap(), "an expired lease is reclaimed");
+    assert!(
+        a.try_claim("j1", "host:3:c", ttl, None).unwrap(),
+        "an expired lease is reclaimed"
+    );
     assert!(a.finish("j1", "host:3:c", "{\"ok\":1}", 1.0).unwrap());
     let st = b.job_status(&["j1".into()]).unwrap();
     assert_eq!(st["j1"].state, JobState::Done);
     assert_eq!(st["j1"].attempts, 3);
-    assert!(!b.try_claim("j1", "host:2:b", ttl, None).unwrap(), "done jobs are never claimed");
-    assert_eq!(a.count("SELECT COUNT(*) FROM job_events WHERE job_hash = 'j1'").unwrap(), 4);
+    assert!(
+        !b.try_claim("j1", "host:2:b", ttl, None).unwrap(),
+        "done jobs are never claimed"
+    );
+    assert_eq!(
+        a.count("SELECT COUNT(*) FROM job_events WHERE job_hash = 'j1'")
+            .unwrap(),
+        4
+    );
 }
 
 #[test]
@@ -81,7 +129,10 @@ fn concurrent_claims_from_threads_never_double_run() {
                     let st = Store::open(path).unwrap();
                     hashes
                         .iter()
-                        .filter(|h| st.try_claim(h, &format!("h:{w}:x"), Duration::from_secs(60), None).unwrap())
+                        .filter(|h| {
+                            st.try_claim(h, &format!("h:{w}:x"), Duration::from_secs(60), None)
+                                .unwrap()
+                        })
                         .count()
                 })
             })
@@ -109,15 +160,31 @@ fn an_eval_cell_and_its_done_state_commit_together() {
     // Not claimed by this owner: nothing is written.
     assert!(!s.finish_eval_cell("me", &cell, 1.0).unwrap());
     assert_eq!(s.count("SELECT COUNT(*) FROM eval_cells").unwrap(), 0);
-    assert!(s.try_claim("c1", "me", Duration::from_secs(60), None).unwrap());
+    assert!(
+        s.try_claim("c1", "me", Duration::from_secs(60), None)
+            .unwrap()
+    );
     let preds = vec![
-        Prediction { example_id: "1".into(), prediction: "a cat".into(), score: None, extra: None },
-        Prediction { example_id: "2".into(), prediction: "a dog".into(), score: Some(0.1), extra: None },
+        Prediction {
+            example_id: "1".into(),
+            prediction: "a cat".into(),
+            score: None,
+            extra: None,
+        },
+        Prediction {
+            example_id: "2".into(),
+            prediction: "a dog".into(),
+            score: Some(0.1),
+            extra: None,
+        },
     ];
     s.put_predictions("c1", &preds[..1]).unwrap();
     s.put_predictions("c1", &preds).unwrap(); // re-flushing is idempotent
     assert_eq!(s.predictions("c1").unwrap(), preds);
     assert!(s.finish_eval_cell("me", &cell, 1.0).unwrap());
     assert_eq!(s.eval_cells(&["c1".into()]).unwrap()[0].value, 0.5);
-    assert_eq!(s.job_status(&["c1".into()]).unwrap()["c1"].state, JobState::Done);
+    assert_eq!(
+        s.job_status(&["c1".into()]).unwrap()["c1"].state,
+        JobState::Done
+    );
 }
