@@ -10,4 +10,5 @@ pub mod data;
 pub mod eval;
 pub mod exec;
 pub mod plan;
+pub mod pretrain;
 pub mod train;
