@@ -161,9 +161,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Exec(args) => cmd_exec(&args, &db),
         Command::Report(args) => cmd_report(&args, &db),
         Command::Score(_args) => anyhow::bail!("runner score: not built yet"),
-        Command::Data(DataCommand::Synth(_args)) => {
-            anyhow::bail!("runner data synth: not built yet")
-        }
+        Command::Data(DataCommand::Synth(args)) => cmd_synth(&args),
     }
 }
 
@@ -298,5 +296,29 @@ fn cmd_report(args: &ReportArgs, db: &Path) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!("{}", results::report::render(&pivot, format));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_synth(args: &SynthArgs) -> Result<ExitCode> {
+    let size: crate::data::synth::WorldSize = args.size.parse()?;
+    let opts = crate::data::synth::SynthOptions::new(args.seed, size);
+    let start = std::time::Instant::now();
+    let summary = crate::data::synth::write_world(&args.dir, &opts)
+        .with_context(|| format!("runner data synth {}", args.dir.display()))?;
+    let mut out = format!(
+        "wrote synthetic world (seed {}, size {}, {} px) to {}: {} files, {:.1} MB in {:.1} s\n",
+        summary.seed,
+        summary.size,
+        summary.image_size,
+        args.dir.display(),
+        summary.files,
+        summary.bytes as f64 / 1e6,
+        start.elapsed().as_secs_f64()
+    );
+    for (key, n) in &summary.counts {
+        out.push_str(&format!("  {key:<36} {n}\n"));
+    }
+    out.push_str(&format!("layout: {}\n", args.dir.join("manifest.json").display()));
+    emit(&out)?;
     Ok(ExitCode::SUCCESS)
 }

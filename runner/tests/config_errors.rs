@@ -97,7 +97,7 @@ const CASES: &[Case] = &[
     },
     Case {
         what: "negative loss weight",
-        toml: "[[train.data]]\nkind = \"pairs\"\nshards = \"runs/world/pairs/000.tar\"\nbatch_size = 8\nloss_weight = -0.2\n",
+        toml: "[[train.data]]\nkind = \"pairs\"\nshards = \"runs/world/laion/000.tar\"\nbatch_size = 8\nloss_weight = -0.2\n",
         key: "train.data.0.loss_weight",
         message: "must be >= 0",
     },
@@ -127,19 +127,19 @@ const CASES: &[Case] = &[
     },
     Case {
         what: "bad brace pattern",
-        toml: "[[train.data]]\nkind = \"pairs\"\nshards = \"runs/world/pairs/{000..003.tar\"\nbatch_size = 8\nloss_weight = 0.2\n",
+        toml: "[[train.data]]\nkind = \"pairs\"\nshards = \"runs/world/laion/{000..003.tar\"\nbatch_size = 8\nloss_weight = 0.2\n",
         key: "train.data.0.shards",
         message: "unbalanced",
     },
     Case {
         what: "zero batch size",
-        toml: "[[train.data]]\nkind = \"pairs\"\nshards = \"runs/world/pairs/000.tar\"\nbatch_size = 0\nloss_weight = 0.2\n",
+        toml: "[[train.data]]\nkind = \"pairs\"\nshards = \"runs/world/laion/000.tar\"\nbatch_size = 0\nloss_weight = 0.2\n",
         key: "train.data.0.batch_size",
         message: "at least 1",
     },
     Case {
         what: "unknown source kind",
-        toml: "[[train.data]]\nkind = \"interleavd\"\nshards = \"runs/world/pairs/000.tar\"\nbatch_size = 1\nloss_weight = 1.0\n",
+        toml: "[[train.data]]\nkind = \"interleavd\"\nshards = \"runs/world/laion/000.tar\"\nbatch_size = 1\nloss_weight = 1.0\n",
         key: "train.data.0.kind",
         message: "did you mean `interleaved`",
     },

@@ -1,0 +1,57 @@
+//! The plain-text corpus (`text/corpus.txt`) for pretraining the tiny LM and its BPE tokenizer:
+//! training-split text only (captions in all styles, questions with answers, meme texts,
+//! interleaved sentences) plus sentences of world knowledge, one per line.
+
+use super::language::knowledge_fact;
+use super::output::OutDir;
+use super::scene::item_rng;
+use super::{SynthError, SynthOptions, WorldCounts, WorldSummary};
+
+/// Relative path of the corpus.
+pub const CORPUS_PATH: &str = "text/corpus.txt";
+
+/// Lines collected while the training splits are written.
+#[derive(Default)]
+pub struct Corpus {
+    lines: Vec<String>,
+}
+
+impl Corpus {
+    /// Adds one line (newlines inside are flattened to spaces).
+    pub fn push(&mut self, line: impl Into<String>) {
+        let line: String = line.into();
+        self.lines.push(line.replace(['\n', '\r'], " "));
+    }
+
+    /// Adds several lines.
+    pub fn extend(&mut self, lines: impl IntoIterator<Item = String>) {
+        for line in lines {
+            self.push(line);
+        }
+    }
+
+    /// Adds a question and its answer as one line.
+    pub fn qa(&mut self, question: &str, answer: &str) {
+        self.push(format!("question: {question} answer: {answer}"));
+    }
+
+    /// Appends the knowledge sentences and writes the corpus.
+    pub fn write(
+        mut self,
+        out: &mut OutDir,
+        opts: &SynthOptions,
+        counts: &WorldCounts,
+        summary: &mut WorldSummary,
+    ) -> Result<(), SynthError> {
+        for i in 0..counts.corpus_facts {
+            let mut rng = item_rng(opts.seed, "corpus/facts", i as u64);
+            self.push(knowledge_fact(&mut rng));
+        }
+        let mut text = self.lines.join("\n");
+        text.push('\n');
+        out.write(CORPUS_PATH, text.as_bytes())?;
+        summary.path("text.corpus", CORPUS_PATH);
+        summary.count("text.lines", self.lines.len());
+        Ok(())
+    }
+}
