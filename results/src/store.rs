@@ -258,11 +258,25 @@ impl Store {
                     .connect_with(opts),
             )
             .map_err(open_err)?;
-        rt.block_on(migrator.run(&pool))
-            .map_err(|source| StoreError::Migrate {
-                path: path.to_owned(),
-                source,
+        // Two processes opening a new database at once must not both apply the migrations:
+        // hold an exclusive file lock beside the database while migrating.
+        let lock_path = path.with_extension("sqlite.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .and_then(|f| f.lock().map(|_| f))
+            .map_err(|e| StoreError::Open {
+                path: lock_path.clone(),
+                source: sqlx::Error::Io(e),
             })?;
+        let migrated = rt.block_on(migrator.run(&pool));
+        drop(lock);
+        migrated.map_err(|source| StoreError::Migrate {
+            path: path.to_owned(),
+            source,
+        })?;
         Ok(Store {
             rt,
             pool,
@@ -481,6 +495,31 @@ impl Store {
         wall_seconds: f64,
     ) -> Result<bool, StoreError> {
         self.transition(hash, owner, "failed", Some(error), None, wall_seconds)
+    }
+
+    /// Makes a done job pending again (its outputs are gone), recording why.
+    pub fn invalidate(&self, hash: &str, why: &str) -> Result<bool, StoreError> {
+        self.rt.block_on(async {
+            let mut tx = self
+                .pool
+                .begin()
+                .await
+                .map_err(self.err("begin invalidate"))?;
+            let res =
+                sqlx::query("UPDATE jobs SET state = 'pending' WHERE hash = ? AND state = 'done'")
+                    .bind(hash)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(self.err("invalidate job"))?;
+            let ok = res.rows_affected() == 1;
+            if ok {
+                insert_event(&mut tx, hash, "pending", None, Some(why))
+                    .await
+                    .map_err(self.err("record invalidation"))?;
+            }
+            tx.commit().await.map_err(self.err("commit invalidate"))?;
+            Ok(ok)
+        })
     }
 
     /// Releases a claimed job back to pending (e.g. its stage is not available in this build).

@@ -318,7 +318,10 @@ fn cmd_synth(args: &SynthArgs) -> Result<ExitCode> {
     for (key, n) in &summary.counts {
         out.push_str(&format!("  {key:<36} {n}\n"));
     }
-    out.push_str(&format!("layout: {}\n", args.dir.join("manifest.json").display()));
+    out.push_str(&format!(
+        "layout: {}\n",
+        args.dir.join("manifest.json").display()
+    ));
     emit(&out)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -151,6 +151,18 @@ pub fn exec(
         .unwrap_or_else(|| PathBuf::from("."));
 
     let hashes: Vec<String> = plan.jobs.iter().map(|j| j.hash.clone()).collect();
+    // A done job whose outputs were deleted or overwritten runs again.
+    for (hash, st) in store.job_status(&hashes)? {
+        let Some(job) = plan.jobs.iter().find(|j| j.hash == hash) else {
+            continue;
+        };
+        if st.state == JobState::Done
+            && selected(job.kind, opts.only)
+            && stages::stage_for(job.kind).is_some_and(|s| !s.intact(job, &runs_dir))
+        {
+            store.invalidate(&hash, "outputs missing or overwritten")?;
+        }
+    }
     let initial = store.job_status(&hashes)?;
     let mut summary = ExecSummary {
         already_done: plan
