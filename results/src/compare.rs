@@ -375,7 +375,10 @@ pub fn build_from_runs(
             .filter(|r| r.metric == metric && r.mean > 0.0)
             .map(|r| r.mean);
         let pct = |mean: f64, std: Option<f64>| match ref_value {
-            Some(rv) => (Some(100.0 * mean / rv), std.map(|s| 100.0 * s / rv)),
+            Some(rv) => (
+                Some(tidy(100.0 * mean / rv)),
+                std.map(|s| tidy(100.0 * s / rv)),
+            ),
             None => (None, None),
         };
         let mut cells: Vec<Option<Cell>> = pr
@@ -383,8 +386,8 @@ pub fn build_from_runs(
             .iter()
             .map(|v| {
                 v.map(|a: Aggregate| {
-                    let mean = a.mean * scale;
-                    let std = Some(a.std * scale);
+                    let mean = tidy(a.mean * scale);
+                    let std = Some(tidy(a.std * scale));
                     let (pct_of_reference, pct_std) = pct(mean, std);
                     Cell {
                         mean,
@@ -405,7 +408,7 @@ pub fn build_from_runs(
                 if let (Some(r), Some(cell)) = (m, cells[c].as_mut())
                     && let Some(rm) = means[*r]
                 {
-                    cell.delta = Some(cell.mean - rm);
+                    cell.delta = Some(tidy(cell.mean - rm));
                 }
             }
         }
@@ -471,6 +474,12 @@ pub fn build_from_runs(
         pct_of_reference,
         hidden_rows,
     })
+}
+
+/// Rounds away the float noise of rescaling (0.38 * 100 = 38.00000000000001) so CSV and JSON
+/// carry clean numbers; 1e-9 is far below any metric's precision.
+fn tidy(x: f64) -> f64 {
+    (x * 1e9).round() / 1e9
 }
 
 fn check_model(reference: &Reference, model: &str) -> Result<(), ReportError> {
@@ -659,8 +668,9 @@ fn notes(
         notes.push(format!(
             "% of {name} = this run's mean / paper {name}'s number x 100 on the same dataset and \
              shots; the summary averages it over the dataset x shots settings that have a {name} \
-             number (the paper's Figure 1 averages 7 datasets x 5 shot settings; the CSV holds 0, \
-             4 and 32 shots), ± std over those settings."
+             number (the paper's Figure 1 averages 7 datasets x 5 shot settings with RICES demos; \
+             the CSV holds Table 4: 0, 4 and 32 shots with random demos), ± std over those \
+             settings."
         ));
         if synthetic {
             notes.push(format!(

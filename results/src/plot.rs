@@ -12,6 +12,7 @@ use std::sync::OnceLock;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::compare::{
     DEFAULT_PAPER_MODELS, Origin, Report, ReportError, ReportOptions, RunColumn, build_from_runs,
@@ -97,8 +98,32 @@ pub struct ShotsChart {
     pub y_desc: String,
     /// Shot counts on the x axis, evenly spaced as in the paper.
     pub shots: Vec<i64>,
-    /// One `(label, [(shots, mean, std)])` per column.
-    pub series: Vec<(String, Vec<(i64, f64, f64)>)>,
+    /// One `(label, points)` per column.
+    pub series: Vec<(String, Vec<ShotsPoint>)>,
+}
+
+/// One point of a [`ShotsChart`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ShotsPoint {
+    /// Number of in-context examples.
+    pub shots: i64,
+    /// Mean over seeds.
+    pub mean: f64,
+    /// Std over seeds (error bar half-height).
+    pub std: f64,
+}
+
+/// One bar of a [`PctChart`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bar {
+    /// Label under the bar.
+    pub label: String,
+    /// Height (percent).
+    pub mean: f64,
+    /// Error bar half-height.
+    pub std: f64,
+    /// Whether the bar is a published number (drawn grey).
+    pub paper: bool,
 }
 
 /// "% of Flamingo" per column, with std over settings.
@@ -106,10 +131,14 @@ pub struct ShotsChart {
 pub struct PctChart {
     /// Caption.
     pub title: String,
+    /// X axis description.
+    pub x_desc: String,
     /// Y axis description.
     pub y_desc: String,
-    /// One `(label, mean, std, is_paper)` per bar.
-    pub bars: Vec<(String, f64, f64, bool)>,
+    /// Legend entry of this run's bars (names the origin).
+    pub run_label: String,
+    /// The bars, left to right.
+    pub bars: Vec<Bar>,
 }
 
 fn padded(lo: f64, hi: f64, floor_zero: bool) -> (f64, f64) {
@@ -168,6 +197,7 @@ impl Chart for LossChart {
             .build_cartesian_2d(x0..x1, y0..y1)?;
         chart
             .configure_mesh()
+            .x_label_formatter(&|x| format!("{x:.0}"))
             .x_desc("optimizer step")
             .y_desc("loss (unweighted, per source)")
             .label_style((FAMILY, 14))
@@ -199,7 +229,7 @@ impl Chart for ShotsChart {
         let pos = |s: i64| self.shots.iter().position(|&x| x == s).unwrap_or(0) as f64;
         let all = self.series.iter().flat_map(|(_, p)| p.iter());
         let (y0, y1) = all.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
-            (a.min(p.1 - p.2), b.max(p.1 + p.2))
+            (a.min(p.mean - p.std), b.max(p.mean + p.std))
         });
         let (y0, y1) = padded(y0, y1, true);
         let mut chart = ChartBuilder::on(root)
@@ -231,7 +261,8 @@ impl Chart for ShotsChart {
             let c = colour(i);
             // Small horizontal offsets keep overlapping error bars apart.
             let dx = (i as f64 - (k - 1.0) / 2.0) * 0.05;
-            let line: Vec<(f64, f64)> = points.iter().map(|&(s, m, _)| (pos(s) + dx, m)).collect();
+            let line: Vec<(f64, f64)> =
+                points.iter().map(|p| (pos(p.shots) + dx, p.mean)).collect();
             chart
                 .draw_series(LineSeries::new(line.clone(), c.stroke_width(2)))?
                 .label(label)
@@ -239,10 +270,10 @@ impl Chart for ShotsChart {
                     PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
                 });
             chart.draw_series(line.iter().map(|&p| Circle::new(p, 4, c.filled())))?;
-            for &(s, m, sd) in points {
-                if sd > 0.0 {
-                    let x = pos(s) + dx;
-                    chart.draw_series(error_bar(x, m - sd, m + sd, 0.04, c))?;
+            for p in points {
+                if p.std > 0.0 {
+                    let x = pos(p.shots) + dx;
+                    chart.draw_series(error_bar(x, p.mean - p.std, p.mean + p.std, 0.04, c))?;
                 }
             }
         }
@@ -271,19 +302,20 @@ impl Chart for PctChart {
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> DrawResult<DB> {
         root.fill(&WHITE)?;
         let n = self.bars.len().max(1);
+        // Headroom above the tallest bar keeps the legend clear of the bars.
         let top = self
             .bars
             .iter()
-            .map(|b| b.1 + b.2)
+            .map(|b| b.mean + b.std)
             .fold(110.0_f64, f64::max)
-            * 1.08;
+            * 1.22;
         let mut chart = ChartBuilder::on(root)
             .caption(&self.title, (FAMILY, 18))
             .margin(14)
             .x_label_area_size(45)
             .y_label_area_size(60)
             .build_cartesian_2d(-0.5..(n as f64 - 0.5), 0.0..top)?;
-        let names: Vec<String> = self.bars.iter().map(|b| b.0.clone()).collect();
+        let names: Vec<String> = self.bars.iter().map(|b| b.label.clone()).collect();
         let fmt = move |x: &f64| {
             let i = x.round();
             if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < names.len() {
@@ -296,6 +328,8 @@ impl Chart for PctChart {
             .configure_mesh()
             .x_labels(n + 1)
             .x_label_formatter(&fmt)
+            .y_label_formatter(&|y| format!("{y:.0}"))
+            .x_desc(self.x_desc.as_str())
             .y_desc(self.y_desc.as_str())
             .label_style((FAMILY, 13))
             .disable_x_mesh()
@@ -306,36 +340,38 @@ impl Chart for PctChart {
         )))?;
         for paper in [false, true] {
             let c = if paper { PAPER_GREY } else { colour(0) };
-            let bars: Vec<(usize, &(String, f64, f64, bool))> = self
+            let bars: Vec<(usize, &Bar)> = self
                 .bars
                 .iter()
                 .enumerate()
-                .filter(|(_, b)| b.3 == paper)
+                .filter(|(_, b)| b.paper == paper)
                 .collect();
             if bars.is_empty() {
                 continue;
             }
             let label = if paper {
-                "paper (published, real benchmarks)"
+                "paper: published, real benchmarks".to_string()
             } else {
-                "this run"
+                self.run_label.clone()
             };
             chart
                 .draw_series(bars.iter().map(|(i, b)| {
                     let x = *i as f64;
-                    Rectangle::new([(x - 0.32, 0.0), (x + 0.32, b.1)], c.filled())
+                    Rectangle::new([(x - 0.32, 0.0), (x + 0.32, b.mean)], c.filled())
                 }))?
                 .label(label)
                 .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], c.filled()));
             for (i, b) in &bars {
                 let x = *i as f64;
-                if b.2 > 0.0 {
-                    chart.draw_series(error_bar(x, b.1 - b.2, b.1 + b.2, 0.08, BLACK))?;
+                if b.std > 0.0 {
+                    chart.draw_series(error_bar(x, b.mean - b.std, b.mean + b.std, 0.08, BLACK))?;
                 }
+                let style = TextStyle::from((FAMILY, 14).into_font())
+                    .pos(Pos::new(HPos::Center, VPos::Bottom));
                 chart.draw_series(std::iter::once(Text::new(
-                    format!("{:.0}%", b.1),
-                    (x - 0.12, b.1 + b.2 + top * 0.015),
-                    (FAMILY, 14),
+                    format!("{:.0}%", b.mean),
+                    (x, b.mean + b.std + top * 0.01),
+                    style,
                 )))?;
             }
         }
@@ -464,15 +500,17 @@ pub fn shots_charts(report: &Report) -> Vec<(String, ShotsChart)> {
         let mut shots: Vec<i64> = rows.iter().map(|r| r.shots).collect();
         shots.sort();
         shots.dedup();
-        let series: Vec<(String, Vec<(i64, f64, f64)>)> = run_cols
+        let series: Vec<(String, Vec<ShotsPoint>)> = run_cols
             .iter()
             .map(|&c| {
                 let pts = rows
                     .iter()
                     .filter_map(|r| {
-                        r.cells[c]
-                            .as_ref()
-                            .map(|x| (r.shots, x.mean, x.std.unwrap_or(0.0)))
+                        r.cells[c].as_ref().map(|x| ShotsPoint {
+                            shots: r.shots,
+                            mean: x.mean,
+                            std: x.std.unwrap_or(0.0),
+                        })
                     })
                     .collect();
                 (report.columns[c].name.clone(), pts)
@@ -510,11 +548,18 @@ pub fn pct_chart(report: &Report) -> Option<PctChart> {
         .map(|s| s.settings)
         .max()
         .unwrap_or(0);
+    let origin = report
+        .pct_of_reference
+        .iter()
+        .find(|s| s.origin.is_run())
+        .map_or(Origin::ThisRun, |s| s.origin);
     Some(PctChart {
-        title: format!(
-            "% of paper {reference} (mean ± std over up to {settings} dataset x shots settings); this run: synthetic world vs paper: real benchmarks"
+        title: format!("% of paper {reference}, mean ± std over settings (cf. Figure 1)"),
+        x_desc: format!(
+            "averaged over up to {settings} dataset x shots settings that have a {reference} number"
         ),
         y_desc: format!("% of {reference}"),
+        run_label: origin.label().to_string(),
         bars: report
             .pct_of_reference
             .iter()
@@ -525,7 +570,12 @@ pub fn pct_chart(report: &Report) -> Option<PctChart> {
                 } else {
                     s.column.clone()
                 };
-                (label, s.mean, s.std, paper)
+                Bar {
+                    label,
+                    mean: s.mean,
+                    std: s.std,
+                    paper,
+                }
             })
             .collect(),
     })
