@@ -625,3 +625,53 @@ pub fn write_plots(
     }
     Ok(written)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn degenerate_charts_still_draw() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = ShotsChart {
+            title: "one point".into(),
+            y_desc: metric_axis("vqa-accuracy"),
+            shots: vec![0],
+            series: vec![(
+                "v".into(),
+                vec![ShotsPoint {
+                    shots: 0,
+                    mean: 12.5,
+                    std: 0.0,
+                }],
+            )],
+        };
+        let loss = LossChart {
+            title: "one step".into(),
+            series: vec![("all".into(), vec![(1.0, 2.0)])],
+        };
+        let bars = PctChart {
+            title: "no paper bars".into(),
+            x_desc: String::new(),
+            y_desc: "%".into(),
+            run_label: Origin::ThisRun.label().into(),
+            bars: vec![Bar {
+                label: "v".into(),
+                mean: 0.0,
+                std: 0.0,
+                paper: false,
+            }],
+        };
+        let mut files = write_chart(dir.path(), "shots", &one).unwrap();
+        files.extend(write_chart(dir.path(), "loss", &loss).unwrap());
+        files.extend(write_chart(dir.path(), "pct", &bars).unwrap());
+        for f in files {
+            assert!(
+                std::fs::metadata(&f).unwrap().len() > 500,
+                "{}",
+                f.display()
+            );
+        }
+        assert_eq!(file_stem("exp/variant a"), "exp_variant_a");
+    }
+}
