@@ -1,5 +1,5 @@
 //! Reports: pivot tables of eval cells (rows dataset x shots, columns variants), mean +- std over
-//! seeds, rendered as a terminal table, markdown, CSV or JSON.
+//! seeds (rendered by [`crate::render`] through the views of [`crate::compare`]).
 
 use std::collections::BTreeMap;
 
@@ -192,62 +192,6 @@ fn fingerprint_without_seed(fp: &str) -> String {
     }
 }
 
-/// Formats an aggregate as `mean ± std` (std omitted for a single seed).
-pub fn show(a: &Option<Aggregate>) -> String {
-    match a {
-        None => "-".into(),
-        Some(a) if a.n > 1 => format!("{:.2} ± {:.2}", a.mean, a.std),
-        Some(a) => format!("{:.2}", a.mean),
-    }
-}
-
-/// Renders a pivot.
-pub fn render(p: &Pivot, format: Format) -> String {
-    match format {
-        Format::Json => serde_json::to_string_pretty(p).unwrap_or_default(),
-        Format::Csv => {
-            let mut out = String::from("dataset,shots,metric");
-            for c in &p.columns {
-                out.push_str(&format!(",{c}_mean,{c}_std,{c}_n"));
-            }
-            out.push('\n');
-            for r in &p.rows {
-                out.push_str(&format!("{},{},{}", r.key.dataset, r.key.shots, r.metric));
-                for v in &r.values {
-                    match v {
-                        Some(a) => out.push_str(&format!(",{},{},{}", a.mean, a.std, a.n)),
-                        None => out.push_str(",,,"),
-                    }
-                }
-                out.push('\n');
-            }
-            out
-        }
-        Format::Table | Format::Markdown => {
-            let mut header = vec!["dataset".to_string(), "shots".into(), "metric".into()];
-            header.extend(p.columns.iter().cloned());
-            let mut b = tabled::builder::Builder::default();
-            b.push_record(header);
-            for r in &p.rows {
-                let mut rec = vec![
-                    r.key.dataset.clone(),
-                    r.key.shots.to_string(),
-                    r.metric.clone(),
-                ];
-                rec.extend(r.values.iter().map(show));
-                b.push_record(rec);
-            }
-            let mut t = b.build();
-            if format == Format::Markdown {
-                t.with(tabled::settings::Style::markdown());
-            } else {
-                t.with(tabled::settings::Style::rounded());
-            }
-            t.to_string()
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,7 +222,5 @@ mod tests {
         assert_eq!(p.rows.len(), 2);
         let a = p.rows[0].values[0].unwrap();
         assert_eq!((a.mean, a.std, a.n), (2.0, 1.0, 2));
-        assert!(render(&p, Format::Markdown).contains("2.00 ± 1.00"));
-        assert!(render(&p, Format::Csv).starts_with("dataset,shots,metric,a_mean"));
     }
 }

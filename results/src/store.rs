@@ -829,6 +829,32 @@ impl Store {
         })
     }
 
+    /// The kind (synth, pretrain, train, eval) of each of the given jobs that the store knows.
+    pub fn job_kinds(
+        &self,
+        hashes: &[String],
+    ) -> Result<std::collections::HashMap<String, String>, StoreError> {
+        self.rt.block_on(async {
+            let mut out = std::collections::HashMap::new();
+            for chunk in hashes.chunks(400) {
+                let marks = vec!["?"; chunk.len()].join(",");
+                let sql = format!("SELECT hash, kind FROM jobs WHERE hash IN ({marks})");
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for h in chunk {
+                    q = q.bind(h);
+                }
+                for r in q
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(self.err("read job kinds"))?
+                {
+                    out.insert(r.get::<String, _>("hash"), r.get::<String, _>("kind"));
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// Variants of the named experiments (all experiments when `names` is empty), newest
     /// configuration of each experiment name first, with their job hashes.
     pub fn variants(&self, names: &[String]) -> Result<Vec<VariantRow>, StoreError> {

@@ -81,6 +81,30 @@ pub struct ReportArgs {
     /// table, markdown, csv or json.
     #[arg(long, default_value = "table")]
     pub format: String,
+    /// `flamingo`: add the published Flamingo / OpenFlamingo columns and "% of Flamingo";
+    /// a column, variant or experiment name: show deltas against it (the paper's Table 5 view).
+    #[arg(long, value_name = "flamingo|VARIANT|EXPERIMENT")]
+    pub vs: Option<String>,
+    /// Published model that "% of Flamingo" divides by (a model id of paper_results.csv).
+    #[arg(long, value_name = "MODEL", default_value = results::compare::DEFAULT_REFERENCE_MODEL)]
+    pub vs_model: String,
+    /// Published models shown as columns with `--vs flamingo` (comma-separated model ids).
+    #[arg(
+        long,
+        value_name = "MODEL,...",
+        value_delimiter = ',',
+        default_values_t = results::compare::DEFAULT_PAPER_MODELS.map(String::from)
+    )]
+    pub paper_models: Vec<String>,
+    /// Show only rows where this run's columns differ by more than --tolerance.
+    #[arg(long)]
+    pub diff_only: bool,
+    /// Tolerance of --diff-only, on the displayed (paper) scale.
+    #[arg(long, default_value_t = 0.05)]
+    pub tolerance: f64,
+    /// Also write plots (loss curves, score vs shots, % of Flamingo) as SVG and PNG into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub plot: Option<PathBuf>,
 }
 
 /// Arguments of `runner score`.
@@ -290,12 +314,35 @@ fn cmd_report(args: &ReportArgs, db: &Path) -> Result<ExitCode> {
         );
     }
     let store = results::Store::open(db)?;
-    let pivot = results::report::pivot(&store, &args.experiment)?;
-    if pivot.rows.is_empty() {
+    let reference = results::reference::Reference::paper()?;
+    let opts = results::compare::ReportOptions {
+        vs: args.vs.clone(),
+        reference_model: args.vs_model.to_ascii_lowercase(),
+        paper_models: args.paper_models.clone(),
+        diff_only: args.diff_only,
+        tolerance: args.tolerance,
+    };
+    let report = results::compare::build(&store, &args.experiment, &opts, &reference)?;
+    let text_format = matches!(
+        format,
+        results::report::Format::Table | results::report::Format::Markdown
+    );
+    if text_format && report.rows.is_empty() && report.hidden_rows == 0 {
         println!("no eval cells recorded yet in {}", db.display());
-        return Ok(ExitCode::SUCCESS);
+    } else {
+        print!("{}", results::render::render_report(&report, format));
     }
-    println!("{}", results::report::render(&pivot, format));
+    if let Some(dir) = &args.plot {
+        let files = results::plot::write_plots(
+            &store,
+            &args.experiment,
+            &opts.reference_model,
+            &reference,
+            dir,
+        )
+        .with_context(|| format!("writing plots into {}", dir.display()))?;
+        eprintln!("wrote {} plot files into {}", files.len(), dir.display());
+    }
     Ok(ExitCode::SUCCESS)
 }
 
