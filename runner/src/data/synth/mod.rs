@@ -346,3 +346,39 @@ pub(crate) fn png(
 /// Pixel noise (+- levels) of eval, pair and sequence images: none, so files stay around 1 kB.
 /// (MMC4 images get the smallest noise that lifts them over the loader's size filter.)
 pub(crate) const IMAGE_NOISE: u8 = 0;
+
+/// Computes `f(0..n)` on up to eight threads and returns the results in index order.
+/// Every item draws from its own random stream, so the output does not depend on threading.
+pub(crate) fn par_map<R: Send>(
+    n: usize,
+    f: impl Fn(usize) -> Result<R, SynthError> + Sync,
+) -> Result<Vec<R>, SynthError> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |t| t.get())
+        .clamp(1, 8)
+        .min(n.max(1));
+    if threads == 1 {
+        return (0..n).map(f).collect();
+    }
+    let chunk = n.div_ceil(threads);
+    std::thread::scope(|scope| {
+        let f = &f;
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    (t * chunk..n.min((t + 1) * chunk))
+                        .map(f)
+                        .collect::<Result<Vec<R>, SynthError>>()
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(n);
+        for handle in handles {
+            let part = handle
+                .join()
+                .map_err(|_| SynthError::Encode("a rendering thread panicked".to_string()))?;
+            out.extend(part?);
+        }
+        Ok(out)
+    })
+}
