@@ -399,3 +399,72 @@ pub fn write_chatgpt(
     summary.count("chatgpt.shards", shards);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::synth::WorldSize;
+
+    /// Best one-to-one assignment of images to sentences by brute force (docs are small).
+    fn best_assignment(sim: &[Vec<f64>]) -> Vec<usize> {
+        fn go(
+            sim: &[Vec<f64>],
+            i: usize,
+            used: &mut Vec<bool>,
+            cur: &mut Vec<usize>,
+            best: &mut (f64, Vec<usize>),
+        ) {
+            if i == sim.len() {
+                let total: f64 = cur.iter().enumerate().map(|(k, &j)| sim[k][j]).sum();
+                if total > best.0 {
+                    *best = (total, cur.clone());
+                }
+                return;
+            }
+            for j in 0..sim[i].len() {
+                if !used[j] {
+                    used[j] = true;
+                    cur.push(j);
+                    go(sim, i + 1, used, cur, best);
+                    cur.pop();
+                    used[j] = false;
+                }
+            }
+        }
+        let mut best = (f64::MIN, Vec::new());
+        go(
+            sim,
+            0,
+            &mut vec![false; sim[0].len()],
+            &mut Vec::new(),
+            &mut best,
+        );
+        best.1
+    }
+
+    #[test]
+    fn mmc4_similarities_pick_the_describing_sentence() {
+        let opts = SynthOptions::new(5, WorldSize::Tiny);
+        let (mut below, mut total) = (0, 0);
+        for index in 0..40 {
+            let (doc, _) = mmc4_doc(&opts, index).unwrap();
+            assert!(doc.similarity_matrix.len() <= doc.text_list.len());
+            let assignment = best_assignment(&doc.similarity_matrix);
+            for (i, info) in doc.image_info.iter().enumerate() {
+                total += 1;
+                if info.matched_sim < MMC4_SIM_THRESHOLD {
+                    below += 1;
+                } else {
+                    // A confidently matched image keeps its sentence under the reference's
+                    // one-to-one assignment.
+                    assert_eq!(assignment[i], info.matched_text_index, "document {index}");
+                }
+                assert!(BASE64.decode(&info.image_base64).unwrap().len() >= MMC4_MIN_IMAGE_BYTES);
+            }
+        }
+        assert!(
+            below > 0 && below * 4 < total,
+            "{below} of {total} below the threshold"
+        );
+    }
+}
