@@ -9,7 +9,7 @@ use super::corpus::Corpus;
 use super::language::meme;
 use super::output::OutDir;
 use super::scene::{SceneSpec, item_rng, sample_scene};
-use super::{IMAGE_NOISE, SynthError, SynthOptions, WorldCounts, WorldSummary, png};
+use super::{IMAGE_NOISE, SynthError, SynthOptions, WorldCounts, WorldSummary, par_map, png};
 
 /// First meme id of the train split.
 pub const TRAIN_ID0: u64 = 10_000;
@@ -37,15 +37,19 @@ pub fn write_hateful(
         ("train", "train.jsonl", counts.hateful_train, TRAIN_ID0),
         ("test", "test_seen.jsonl", counts.hateful_test, TEST_ID0),
     ] {
-        let mut lines = Vec::with_capacity(n);
-        for i in 0..n {
+        let rendered = par_map(n, |i| {
             let id = id0 + i as u64;
             let mut rng = item_rng(opts.seed, &format!("hatefulmemes/{split}"), i as u64);
             let scene = sample_scene(&mut rng, &SceneSpec::MEME);
             let m = meme(&mut rng, &scene, i % 2 == 1);
             let img = format!("img/{id:05}.png");
             let rel = format!("hatefulmemes/{img}");
-            out.write(&rel, &png(&scene, opts.image_size, IMAGE_NOISE, &rel)?)?;
+            let bytes = png(&scene, opts.image_size, IMAGE_NOISE, &rel)?;
+            Ok((id, img, m, rel, bytes))
+        })?;
+        let mut lines = Vec::with_capacity(n);
+        for (id, img, m, rel, bytes) in rendered {
+            out.write(&rel, &bytes)?;
             if split == "train" {
                 corpus.push(m.text.clone());
             }

@@ -8,7 +8,7 @@ use super::corpus::Corpus;
 use super::language::{coco_captions, flickr_captions};
 use super::output::OutDir;
 use super::scene::{Scene, SceneSpec, item_rng, sample_scene};
-use super::{IMAGE_NOISE, SynthError, SynthOptions, WorldCounts, WorldSummary, png};
+use super::{IMAGE_NOISE, SynthError, SynthOptions, WorldCounts, WorldSummary, par_map, png};
 
 /// First `cocoid` of `train2014` images.
 pub const COCO_TRAIN_ID0: u64 = 100_000;
@@ -141,9 +141,12 @@ pub fn write_coco(
         val: Vec::new(),
     };
     let n_val = counts.coco_test + counts.coco_val + counts.coco_restval;
-    let plan = (0..counts.coco_train)
-        .map(|i| ("train2014", "train", i, COCO_TRAIN_ID0 + i as u64))
-        .chain((0..n_val).map(|i| {
+    // (image directory, Karpathy split, index within the directory, cocoid) of item k.
+    let plan = |k: usize| {
+        if k < counts.coco_train {
+            ("train2014", "train", k, COCO_TRAIN_ID0 + k as u64)
+        } else {
+            let i = k - counts.coco_train;
             let split = if i < counts.coco_test {
                 "test"
             } else if i < counts.coco_test + counts.coco_val {
@@ -152,14 +155,21 @@ pub fn write_coco(
                 "restval"
             };
             ("val2014", split, i, COCO_VAL_ID0 + i as u64)
-        }));
-    for (imgid, (dir, split, i, cocoid)) in plan.enumerate() {
+        }
+    };
+    let rendered = par_map(counts.coco_train + n_val, |k| {
+        let (dir, _, i, cocoid) = plan(k);
         let mut rng = item_rng(opts.seed, &format!("coco/{dir}"), i as u64);
         let scene = sample_scene(&mut rng, &SceneSpec::GENERAL);
-        let filename = coco_file_name(dir, cocoid);
-        let rel = format!("coco/{dir}/{filename}");
-        out.write(&rel, &png(&scene, side, IMAGE_NOISE, &rel)?)?;
         let captions = coco_captions(&mut rng, &scene);
+        let rel = format!("coco/{dir}/{}", coco_file_name(dir, cocoid));
+        let bytes = png(&scene, side, IMAGE_NOISE, &rel)?;
+        Ok((scene, captions, rel, bytes))
+    })?;
+    for (imgid, (scene, captions, rel, bytes)) in rendered.into_iter().enumerate() {
+        let (dir, split, _, cocoid) = plan(imgid);
+        let filename = coco_file_name(dir, cocoid);
+        out.write(&rel, &bytes)?;
         if split == "train" {
             corpus.extend(captions.iter().cloned());
         }
@@ -238,7 +248,15 @@ pub fn write_flickr(
     let mut gt_images = Vec::new();
     let mut gt_annotations = Vec::new();
     let mut sentid = 0;
-    for i in 0..n {
+    let rendered = par_map(n, |i| {
+        let mut rng = item_rng(opts.seed, "flickr30k", i as u64);
+        let scene = sample_scene(&mut rng, &SceneSpec::GENERAL);
+        let captions = flickr_captions(&mut rng, &scene);
+        let rel = format!("flickr30k/flickr30k-images/{}.jpg", FLICKR_ID0 + i as u64);
+        let bytes = png(&scene, side, IMAGE_NOISE, &rel)?;
+        Ok((captions, rel, bytes))
+    })?;
+    for (i, (captions, rel, bytes)) in rendered.into_iter().enumerate() {
         let split = if i < counts.flickr_train {
             "train"
         } else if i < counts.flickr_train + counts.flickr_val {
@@ -246,13 +264,9 @@ pub fn write_flickr(
         } else {
             "test"
         };
-        let mut rng = item_rng(opts.seed, "flickr30k", i as u64);
-        let scene = sample_scene(&mut rng, &SceneSpec::GENERAL);
         let stem = (FLICKR_ID0 + i as u64).to_string();
         let filename = format!("{stem}.jpg");
-        let rel = format!("flickr30k/flickr30k-images/{filename}");
-        out.write(&rel, &png(&scene, side, IMAGE_NOISE, &rel)?)?;
-        let captions = flickr_captions(&mut rng, &scene);
+        out.write(&rel, &bytes)?;
         if split == "train" {
             corpus.extend(captions.iter().cloned());
         }

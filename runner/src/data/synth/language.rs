@@ -8,7 +8,7 @@
 use rand::Rng;
 use rand::seq::SliceRandom;
 
-use super::scene::{Band, Color, Degradation, Group, Scene, Shape, Size, pick};
+use super::scene::{Band, Color, Column, Degradation, Group, Scene, Shape, Size, pick};
 
 /// An English number word for 0..=10.
 pub fn number_word(n: usize) -> &'static str {
@@ -83,10 +83,10 @@ fn verb(g: &Group, singular: &'static str, plural: &'static str) -> &'static str
 }
 
 fn column_phrase(g: &Group) -> Option<&'static str> {
-    g.column().map(|c| match c.name() {
-        "left" => "on the left",
-        "right" => "on the right",
-        _ => "in the middle",
+    g.column().map(|c| match c {
+        Column::Left => "on the left",
+        Column::Right => "on the right",
+        Column::Middle => "in the middle",
     })
 }
 
@@ -584,10 +584,10 @@ pub fn vqav2_qa(rng: &mut impl Rng, scene: &Scene) -> Qa {
                     0 => format!("where is {}?", reference(g, rng.random_bool(0.5))),
                     _ => format!("on which side is {}?", reference(g, true)),
                 };
-                let alts: &[&str] = match col.name() {
-                    "left" => &["on left", "left side"],
-                    "right" => &["on right", "right side"],
-                    _ => &["center", "middle one"],
+                let alts: &[&str] = match col {
+                    Column::Left => &["on left", "left side"],
+                    Column::Right => &["on right", "right side"],
+                    Column::Middle => &["center", "middle one"],
                 };
                 qa(rng, q, col.name(), alts, "other", "where is the")
             }
@@ -662,7 +662,7 @@ pub fn okvqa_qa(rng: &mut impl Rng, scene: &Scene) -> Qa {
             let by_color = reference(g, false);
             let (o, alt) = shape_object(g.shape);
             let q = match rng.random_range(0..2) {
-                0 => format!("what everyday object has the shape of {by_color}?"),
+                0 => format!("what everyday object is shaped like {by_color}?"),
                 _ => format!("what common thing looks like {by_color}?"),
             };
             qa(rng, q, o, &[alt], "other", "objects")
@@ -672,7 +672,7 @@ pub fn okvqa_qa(rng: &mut impl Rng, scene: &Scene) -> Qa {
             let n = shape_corners(g.shape);
             let q = match rng.random_range(0..2) {
                 0 => format!("how many corners does {by_color} have?"),
-                _ => format!("how many points does a shape like {by_color} have?"),
+                _ => format!("how many points does {by_color} have?"),
             };
             let canonical = n.to_string();
             qa(rng, q, &canonical, &[number_word(n)], "number", "math")

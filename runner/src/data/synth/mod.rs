@@ -8,6 +8,34 @@
 //! ([`webdataset`], [`shards`]) and a plain-text corpus ([`corpus`]). The layout is listed
 //! in [`WorldSummary::paths`] and in `manifest.json`. The same seed, size and image size give
 //! byte-identical files.
+//!
+//! # Layout (relative to the output directory)
+//!
+//! | path | content |
+//! |---|---|
+//! | `manifest.json` | [`WorldSummary`]: seed, size, image size, counts, the paths below |
+//! | `coco/train2014/COCO_train2014_{cocoid:012}.jpg` | train images (cocoid from 100000) |
+//! | `coco/val2014/COCO_val2014_{cocoid:012}.jpg` | test / val / restval images (cocoid from 500000) |
+//! | `coco/dataset_coco.json` | Karpathy JSON, splits train / test / val / restval, 5 captions |
+//! | `coco/captions_val2014.json` | COCO caption annotations of all `val2014` images (int ids) |
+//! | `flickr30k/flickr30k-images/{id}.jpg` | images, id from 1000000 |
+//! | `flickr30k/dataset_flickr30k.json` | Karpathy JSON (no `filepath`/`cocoid`), train / val / test |
+//! | `flickr30k/dataset_flickr30k_coco_style.json` | COCO caption annotations, `image_id` = file stem (string) |
+//! | `vqav2/v2_OpenEnded_mscoco_{train2014,val2014}_questions.json` | questions on COCO images (val2014 = test) |
+//! | `vqav2/v2_mscoco_{train2014,val2014}_annotations.json` | 10 answers each, order shuffled |
+//! | `okvqa/OpenEnded_mscoco_{train2014,val2014}_questions.json`, `okvqa/mscoco_{..}_annotations.json` | knowledge questions on COCO images |
+//! | `textvqa/train_images/{16 hex}.jpg` | TextVQA images of both splits |
+//! | `textvqa/{train,val}_{questions,annotations}_vqa_format.json` | reading questions (val = test) |
+//! | `vizwiz/{train,val}/VizWiz_{train,val}_{i:08}.jpg` | VizWiz images; `image_id` is the file name |
+//! | `vizwiz/{train,val}_{questions,annotations}_vqa_format.json` | questions, some "unanswerable" (val = test) |
+//! | `hatefulmemes/img/{id:05}.png`, `hatefulmemes/{train,test_seen}.jsonl` | memes `{"id","img","label","text"}` |
+//! | `laion/{000..N}.tar` | WebDataset pairs `KEY.png` + `KEY.txt` |
+//! | `mmc4/{000..N}.tar` | WebDataset `KEY.json` MMC4 documents with base64 images >= 11,000 bytes |
+//! | `chatgpt/{000..N}.tar` | WebDataset `KEY.json` ChatGPT-style sequences (`is_gpt`) |
+//! | `text/corpus.txt` | training-split text and world knowledge, one sentence per line |
+//!
+//! All images are PNG bytes whatever their extension (readers decode by content, as the
+//! reference readers build `.jpg` names). Keys are 9-digit global sample indices.
 
 pub mod corpus;
 pub mod hateful;
@@ -346,3 +374,39 @@ pub(crate) fn png(
 /// Pixel noise (+- levels) of eval, pair and sequence images: none, so files stay around 1 kB.
 /// (MMC4 images get the smallest noise that lifts them over the loader's size filter.)
 pub(crate) const IMAGE_NOISE: u8 = 0;
+
+/// Computes `f(0..n)` on up to eight threads and returns the results in index order.
+/// Every item draws from its own random stream, so the output does not depend on threading.
+pub(crate) fn par_map<R: Send>(
+    n: usize,
+    f: impl Fn(usize) -> Result<R, SynthError> + Sync,
+) -> Result<Vec<R>, SynthError> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |t| t.get())
+        .clamp(1, 8)
+        .min(n.max(1));
+    if threads == 1 {
+        return (0..n).map(f).collect();
+    }
+    let chunk = n.div_ceil(threads);
+    std::thread::scope(|scope| {
+        let f = &f;
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    (t * chunk..n.min((t + 1) * chunk))
+                        .map(f)
+                        .collect::<Result<Vec<R>, SynthError>>()
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(n);
+        for handle in handles {
+            let part = handle
+                .join()
+                .map_err(|_| SynthError::Encode("a rendering thread panicked".to_string()))?;
+            out.extend(part?);
+        }
+        Ok(out)
+    })
+}

@@ -1,5 +1,6 @@
 //! The output directory of a synthetic world: writes files under it and keeps a tally.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -9,6 +10,8 @@ use super::SynthError;
 /// Writes files below a root directory, creating parent directories, counting files and bytes.
 pub struct OutDir {
     root: PathBuf,
+    /// Directories already created (creating them once per file dominated the run time).
+    made: BTreeSet<PathBuf>,
     /// Number of files written.
     pub files: usize,
     /// Number of bytes written.
@@ -20,6 +23,7 @@ impl OutDir {
     pub fn new(root: &Path) -> Self {
         Self {
             root: root.to_path_buf(),
+            made: BTreeSet::new(),
             files: 0,
             bytes: 0,
         }
@@ -33,11 +37,14 @@ impl OutDir {
     /// Writes `data` to `rel` (a '/'-separated path relative to the root).
     pub fn write(&mut self, rel: &str, data: &[u8]) -> Result<(), SynthError> {
         let path = self.path(rel);
-        if let Some(parent) = path.parent() {
+        if let Some(parent) = path.parent()
+            && !self.made.contains(parent)
+        {
             std::fs::create_dir_all(parent).map_err(|source| SynthError::Io {
                 path: parent.to_path_buf(),
                 source,
             })?;
+            self.made.insert(parent.to_path_buf());
         }
         std::fs::write(&path, data).map_err(|source| SynthError::Io { path, source })?;
         self.files += 1;

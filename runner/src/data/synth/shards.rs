@@ -17,32 +17,48 @@ use super::output::OutDir;
 use super::render::scene_png_at_least;
 use super::scene::{Scene, SceneSpec, item_rng, pick, sample_scene};
 use super::webdataset::{Sample, sample_key, shard_path, shard_pattern, tar_bytes};
-use super::{IMAGE_NOISE, SynthError, SynthOptions, WorldCounts, WorldSummary, png};
+use super::{IMAGE_NOISE, SynthError, SynthOptions, WorldCounts, WorldSummary, par_map, png};
 
 /// Smallest MMC4 image the reference loader keeps (`len(bytes) // 1000 > 10`).
 pub const MMC4_MIN_IMAGE_BYTES: usize = 11_000;
 /// The reference similarity threshold (paper and README: 0.24).
 pub const MMC4_SIM_THRESHOLD: f64 = 0.24;
 
-/// Writes `n` samples in shards of `per_shard`, generating each shard's samples on demand.
+/// One generated training sample with the text it contributes to the corpus.
+struct Generated {
+    sample: Sample,
+    corpus: Vec<String>,
+    images: usize,
+}
+
+/// Writes `n` samples in shards of `per_shard`, generating each shard's samples in parallel
+/// (each from its own random stream), adding their text to the corpus in sample order.
+/// Returns (number of shards, number of images).
 fn write_shards(
     out: &mut OutDir,
+    corpus: &mut Corpus,
     prefix: &str,
     n: usize,
     per_shard: usize,
-    mut make: impl FnMut(usize) -> Result<Sample, SynthError>,
-) -> Result<usize, SynthError> {
+    make: impl Fn(usize) -> Result<Generated, SynthError> + Sync,
+) -> Result<(usize, usize), SynthError> {
     let per_shard = per_shard.max(1);
     let shards = n.div_ceil(per_shard);
+    let mut images = 0;
     for s in 0..shards {
-        let samples = (s * per_shard..n.min((s + 1) * per_shard))
-            .map(&mut make)
-            .collect::<Result<Vec<_>, _>>()?;
+        let first = s * per_shard;
+        let generated = par_map(n.min(first + per_shard) - first, |k| make(first + k))?;
+        let mut samples = Vec::with_capacity(generated.len());
+        for g in generated {
+            corpus.extend(g.corpus);
+            images += g.images;
+            samples.push(g.sample);
+        }
         let rel = shard_path(prefix, s);
         let bytes = tar_bytes(&out.path(&rel), &samples)?;
         out.write(&rel, &bytes)?;
     }
-    Ok(shards)
+    Ok((shards, images))
 }
 
 /// Writes LAION-like pairs to `laion/{000..}.tar`.
@@ -53,8 +69,9 @@ pub fn write_laion(
     summary: &mut WorldSummary,
     corpus: &mut Corpus,
 ) -> Result<(), SynthError> {
-    let shards = write_shards(
+    let (shards, _) = write_shards(
         out,
+        corpus,
         "laion",
         counts.laion_samples,
         counts.laion_per_shard,
@@ -62,17 +79,16 @@ pub fn write_laion(
             let mut rng = item_rng(opts.seed, "laion", i as u64);
             let scene = sample_scene(&mut rng, &SceneSpec::GENERAL);
             let caption = laion_caption(&mut rng, &scene);
-            corpus.push(caption.clone());
             let key = sample_key(i);
-            let image = png(
-                &scene,
-                opts.image_size,
-                IMAGE_NOISE,
-                &format!("laion sample {key}"),
-            )?;
-            Ok(Sample {
-                key,
-                members: vec![("png", image), ("txt", caption.into_bytes())],
+            let item = format!("laion sample {key}");
+            let image = png(&scene, opts.image_size, IMAGE_NOISE, &item)?;
+            Ok(Generated {
+                sample: Sample {
+                    key,
+                    members: vec![("png", image), ("txt", caption.clone().into_bytes())],
+                },
+                corpus: vec![caption],
+                images: 1,
             })
         },
     )?;
@@ -256,18 +272,26 @@ pub fn write_mmc4(
     summary: &mut WorldSummary,
     corpus: &mut Corpus,
 ) -> Result<(), SynthError> {
-    let mut images = 0;
-    let shards = write_shards(out, "mmc4", counts.mmc4_docs, counts.mmc4_per_shard, |i| {
-        let (doc, lines) = mmc4_doc(opts, i)?;
-        images += doc.image_info.len();
-        corpus.push(lines.join(" "));
-        let key = sample_key(i);
-        let json = json_bytes(&doc, &format!("mmc4 document {key}"))?;
-        Ok(Sample {
-            key,
-            members: vec![("json", json)],
-        })
-    })?;
+    let (shards, images) = write_shards(
+        out,
+        corpus,
+        "mmc4",
+        counts.mmc4_docs,
+        counts.mmc4_per_shard,
+        |i| {
+            let (doc, lines) = mmc4_doc(opts, i)?;
+            let key = sample_key(i);
+            let json = json_bytes(&doc, &format!("mmc4 document {key}"))?;
+            Ok(Generated {
+                images: doc.image_info.len(),
+                sample: Sample {
+                    key,
+                    members: vec![("json", json)],
+                },
+                corpus: vec![lines.join(" ")],
+            })
+        },
+    )?;
     summary.path("mmc4.shards", &shard_pattern("mmc4", shards));
     summary.count("mmc4.documents", counts.mmc4_docs);
     summary.count("mmc4.images", images);
@@ -349,24 +373,98 @@ pub fn write_chatgpt(
     summary: &mut WorldSummary,
     corpus: &mut Corpus,
 ) -> Result<(), SynthError> {
-    let shards = write_shards(
+    let (shards, images) = write_shards(
         out,
+        corpus,
         "chatgpt",
         counts.chatgpt_docs,
         counts.chatgpt_per_shard,
         |i| {
             let (doc, plain) = chatgpt_doc(opts, i)?;
-            corpus.push(plain);
             let key = sample_key(i);
             let json = json_bytes(&doc, &format!("chatgpt sequence {key}"))?;
-            Ok(Sample {
-                key,
-                members: vec![("json", json)],
+            Ok(Generated {
+                images: doc.image_map.len(),
+                sample: Sample {
+                    key,
+                    members: vec![("json", json)],
+                },
+                corpus: vec![plain],
             })
         },
     )?;
     summary.path("chatgpt.shards", &shard_pattern("chatgpt", shards));
     summary.count("chatgpt.sequences", counts.chatgpt_docs);
+    summary.count("chatgpt.images", images);
     summary.count("chatgpt.shards", shards);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::synth::WorldSize;
+
+    /// Best one-to-one assignment of images to sentences by brute force (docs are small).
+    fn best_assignment(sim: &[Vec<f64>]) -> Vec<usize> {
+        fn go(
+            sim: &[Vec<f64>],
+            i: usize,
+            used: &mut Vec<bool>,
+            cur: &mut Vec<usize>,
+            best: &mut (f64, Vec<usize>),
+        ) {
+            if i == sim.len() {
+                let total: f64 = cur.iter().enumerate().map(|(k, &j)| sim[k][j]).sum();
+                if total > best.0 {
+                    *best = (total, cur.clone());
+                }
+                return;
+            }
+            for j in 0..sim[i].len() {
+                if !used[j] {
+                    used[j] = true;
+                    cur.push(j);
+                    go(sim, i + 1, used, cur, best);
+                    cur.pop();
+                    used[j] = false;
+                }
+            }
+        }
+        let mut best = (f64::MIN, Vec::new());
+        go(
+            sim,
+            0,
+            &mut vec![false; sim[0].len()],
+            &mut Vec::new(),
+            &mut best,
+        );
+        best.1
+    }
+
+    #[test]
+    fn mmc4_similarities_pick_the_describing_sentence() {
+        let opts = SynthOptions::new(5, WorldSize::Tiny);
+        let (mut below, mut total) = (0, 0);
+        for index in 0..40 {
+            let (doc, _) = mmc4_doc(&opts, index).unwrap();
+            assert!(doc.similarity_matrix.len() <= doc.text_list.len());
+            let assignment = best_assignment(&doc.similarity_matrix);
+            for (i, info) in doc.image_info.iter().enumerate() {
+                total += 1;
+                if info.matched_sim < MMC4_SIM_THRESHOLD {
+                    below += 1;
+                } else {
+                    // A confidently matched image keeps its sentence under the reference's
+                    // one-to-one assignment.
+                    assert_eq!(assignment[i], info.matched_text_index, "document {index}");
+                }
+                assert!(BASE64.decode(&info.image_base64).unwrap().len() >= MMC4_MIN_IMAGE_BYTES);
+            }
+        }
+        assert!(
+            below > 0 && below * 4 < total,
+            "{below} of {total} below the threshold"
+        );
+    }
 }

@@ -15,7 +15,7 @@ use super::karpathy::CocoImages;
 use super::language::{Qa, okvqa_qa, textvqa_qa, vizwiz_qa, vqav2_qa};
 use super::output::OutDir;
 use super::scene::{Scene, SceneSpec, item_rng, sample_scene};
-use super::{IMAGE_NOISE, SynthError, SynthOptions, WorldCounts, WorldSummary, png};
+use super::{IMAGE_NOISE, SynthError, SynthOptions, WorldCounts, WorldSummary, par_map, png};
 
 /// One question of a split, ready to be written.
 struct Item {
@@ -319,15 +319,19 @@ pub fn write_textvqa(
         ("train", "train", counts.textvqa_train),
         ("test", "val", counts.textvqa_test),
     ] {
-        let mut items = Vec::with_capacity(n);
-        for i in 0..n {
+        let rendered = par_map(n, |i| {
             let mut rng = item_rng(opts.seed, &format!("textvqa/{subtype}"), i as u64);
             let image_id = format!("{:016x}", rng.random::<u64>());
             let scene = sample_scene(&mut rng, &SceneSpec::TEXT);
             let rel = format!("textvqa/train_images/{image_id}.jpg");
-            out.write(&rel, &png(&scene, opts.image_size, IMAGE_NOISE, &rel)?)?;
+            let bytes = png(&scene, opts.image_size, IMAGE_NOISE, &rel)?;
+            Ok((image_id, textvqa_qa(&mut rng, &scene), rel, bytes))
+        })?;
+        let mut items = Vec::with_capacity(n);
+        for (image_id, qa, rel, bytes) in rendered {
+            out.write(&rel, &bytes)?;
             // SceneSpec::TEXT always renders a word, so a question always exists.
-            if let Some(qa) = textvqa_qa(&mut rng, &scene) {
+            if let Some(qa) = qa {
                 items.push(Item {
                     image_id: Value::from(image_id),
                     question_id: next_qid,
@@ -375,17 +379,21 @@ pub fn write_vizwiz(
         ("train", "train", counts.vizwiz_train),
         ("test", "val", counts.vizwiz_test),
     ] {
-        let mut items = Vec::with_capacity(n);
-        for i in 0..n {
+        let rendered = par_map(n, |i| {
             let mut rng = item_rng(opts.seed, &format!("vizwiz/{subtype}"), i as u64);
             let scene = sample_scene(&mut rng, &SceneSpec::CAPTURE);
             let file = format!("VizWiz_{subtype}_{i:08}.jpg");
             let rel = format!("vizwiz/{subtype}/{file}");
-            out.write(&rel, &png(&scene, opts.image_size, IMAGE_NOISE, &rel)?)?;
+            let bytes = png(&scene, opts.image_size, IMAGE_NOISE, &rel)?;
+            Ok((file, vizwiz_qa(&mut rng, &scene), rel, bytes))
+        })?;
+        let mut items = Vec::with_capacity(n);
+        for (file, qa, rel, bytes) in rendered {
+            out.write(&rel, &bytes)?;
             items.push(Item {
                 image_id: Value::from(file),
                 question_id: next_qid,
-                qa: vizwiz_qa(&mut rng, &scene),
+                qa,
             });
             next_qid += 1;
         }
