@@ -55,13 +55,13 @@ pub fn check(loaded: &Loaded) -> CheckReport {
             }
         }
     }
-    if let Some(s) = &loaded.composed.experiment.data.synth {
-        if !Path::new(&s.dir).exists() {
-            report.lines.push(format!(
-                "note: {} does not exist yet; the synth stage of `runner exec` writes it",
-                s.dir
-            ));
-        }
+    if let Some(s) = &loaded.composed.experiment.data.synth
+        && !Path::new(&s.dir).exists()
+    {
+        report.lines.push(format!(
+            "note: {} does not exist yet; the synth stage of `runner exec` writes it",
+            s.dir
+        ));
     }
     for (name, paths) in &datasets {
         check_dataset(name, paths, &mut report);
@@ -113,24 +113,24 @@ fn check_dataset(name: &str, paths: &DatasetPaths, report: &mut CheckReport) {
                     bad.len() - MAX_LISTED
                 ));
             }
-            if ds.info.task == Task::Captioning {
-                if let Some(ann) = paths.annotations.as_deref() {
-                    match coco_captions::captioned_image_ids(Path::new(ann)) {
-                        Err(e) => problem(e.to_string()),
-                        Ok(ids) => {
-                            let missing: Vec<&str> = ds
-                                .test
-                                .iter()
-                                .map(|e| e.id.as_str())
-                                .filter(|id| !ids.contains(*id))
-                                .collect();
-                            if let Some(first) = missing.first() {
-                                problem(format!(
-                                    "{ann}: {} of {} test images have no reference caption, e.g. image_id {first}",
-                                    missing.len(),
-                                    ds.test.len()
-                                ));
-                            }
+            if ds.info.task == Task::Captioning
+                && let Some(ann) = paths.annotations.as_deref()
+            {
+                match coco_captions::captioned_image_ids(Path::new(ann)) {
+                    Err(e) => problem(e.to_string()),
+                    Ok(ids) => {
+                        let missing: Vec<&str> = ds
+                            .test
+                            .iter()
+                            .map(|e| e.id.as_str())
+                            .filter(|id| !ids.contains(*id))
+                            .collect();
+                        if let Some(first) = missing.first() {
+                            problem(format!(
+                                "{ann}: {} of {} test images have no reference caption, e.g. image_id {first}",
+                                missing.len(),
+                                ds.test.len()
+                            ));
                         }
                     }
                 }

@@ -66,7 +66,7 @@ pub struct FeatureBank {
 impl FeatureBank {
     /// Rows of width `dim` from row-major `data`; every row is L2-normalised.
     pub fn new(dim: usize, mut data: Vec<f32>) -> Result<Self, FeatureError> {
-        if dim == 0 || data.len() % dim != 0 {
+        if dim == 0 || !data.len().is_multiple_of(dim) {
             return Err(FeatureError::Shape {
                 len: data.len(),
                 dim,
