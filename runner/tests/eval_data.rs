@@ -811,6 +811,26 @@ fn rices_orders_by_cosine_with_the_most_similar_last() {
 }
 
 #[test]
+fn rices_batch_matches_one_query_at_a_time() {
+    let (n, d, q) = (3000, 48, 300);
+    let mut rng = demos::derive_rng("test", 0, &["bank"]);
+    let mut unit = |len: usize| -> Vec<f32> {
+        (0..len)
+            .map(|_| demos::uniform_below(&mut rng, 2001) as f32 / 1000.0 - 1.0)
+            .collect()
+    };
+    let bank = FeatureBank::new(d, unit(n * d)).unwrap();
+    let queries = unit(q * d);
+    let batch = demos::rices_batch("coco", &queries, &bank, 16).unwrap();
+    assert_eq!(batch.len(), q);
+    for (i, got) in batch.iter().enumerate() {
+        let one = demos::rices("coco", &queries[i * d..(i + 1) * d], &bank, 16).unwrap();
+        assert_eq!(*got, one, "query {i}");
+    }
+    assert!(demos::rices_batch("coco", &queries[..d + 1], &bank, 2).is_err());
+}
+
+#[test]
 fn feature_cache_round_trips_and_is_keyed_by_encoder_and_split() {
     let dir = tempfile::tempdir().unwrap();
     let ids = ["1", "2", "3"];
@@ -962,5 +982,32 @@ fn data_check_passes_a_good_experiment_and_lists_every_problem_of_a_broken_one()
     assert!(
         out.contains("coco (captioning, cider)"),
         "the good datasets are still reported: {out}"
+    );
+}
+
+/// Timing at COCO's size (82,783 train images, 768-d ViT-L/14 features):
+/// `cargo test -p runner --test eval_data rices_timing -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn rices_timing_at_coco_scale() {
+    let (n, d, q, k) = (82_783, 768, 512, 32);
+    let fill = |len: usize, phase: f32| -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i as f32) * 0.618 + phase).sin())
+            .collect()
+    };
+    let bank = FeatureBank::new(d, fill(n * d, 0.0)).unwrap();
+    let queries = fill(q * d, 1.0);
+    let t = std::time::Instant::now();
+    let batch = demos::rices_batch("coco", &queries, &bank, k).unwrap();
+    let dt = t.elapsed().as_secs_f64();
+    let t1 = std::time::Instant::now();
+    let one = demos::rices("coco", &queries[..d], &bank, k).unwrap();
+    let dt1 = t1.elapsed().as_secs_f64();
+    // This structured data has near-ties that summation order may flip; only sizes are checked.
+    assert_eq!((batch.len(), batch[0].len(), one.len()), (q, k, k));
+    println!(
+        "rices_batch: {q} queries x {n} demos x {d}: {dt:.2} s ({:.1} queries/s); one query unbatched: {dt1:.3} s",
+        q as f64 / dt
     );
 }

@@ -89,17 +89,35 @@ fn kind_name(kind: crate::config::schema::SourceKind) -> &'static str {
 fn check_dataset(name: &str, paths: &DatasetPaths, report: &mut CheckReport) {
     let mut problem = |msg: String| report.problems.push(format!("{name}: {msg}"));
     match datasets::load(name, paths) {
-        Err(e) => problem(e.to_string()),
+        Err(e) => {
+            report
+                .lines
+                .push(format!("{name}: cannot be read (see the problems below)"));
+            report.problems.push(format!("{name}: {e}"));
+        }
         Ok(ds) => {
-            let task = match ds.info.task {
-                Task::Captioning => "captioning",
-                Task::Vqa => "vqa",
-                Task::Classification => "classification",
-            };
+            let task = ds.info.task.as_str();
+            // A missing image directory is one problem, not one per image.
+            let mut missing_dirs: Vec<&str> = Vec::new();
+            for key in required_paths(name)
+                .iter()
+                .filter(|k| k.ends_with("images"))
+            {
+                if let Some(d) = paths.get(key)
+                    && !Path::new(d).is_dir()
+                    && !missing_dirs.contains(&d)
+                {
+                    missing_dirs.push(d);
+                    problem(format!("image directory {d} ({key}) does not exist"));
+                }
+            }
             let mut images: Vec<&Path> = Vec::new();
             let mut seen: HashSet<&Path> = HashSet::new();
+            let mut skipped = 0usize;
             for ex in ds.train.iter().chain(&ds.test) {
-                if seen.insert(ex.image.as_path()) {
+                if missing_dirs.iter().any(|d| ex.image.starts_with(d)) {
+                    skipped += usize::from(seen.insert(ex.image.as_path()));
+                } else if seen.insert(ex.image.as_path()) {
                     images.push(&ex.image);
                 }
             }
@@ -113,6 +131,7 @@ fn check_dataset(name: &str, paths: &DatasetPaths, report: &mut CheckReport) {
                     bad.len() - MAX_LISTED
                 ));
             }
+            let bad_count = bad.len() + skipped;
             if ds.info.task == Task::Captioning
                 && let Some(ann) = paths.annotations.as_deref()
             {
@@ -140,8 +159,8 @@ fn check_dataset(name: &str, paths: &DatasetPaths, report: &mut CheckReport) {
                 ds.info.metric.name(),
                 ds.train.len(),
                 ds.test.len(),
-                images.len(),
-                bad.len()
+                images.len() + skipped,
+                bad_count
             ));
         }
     }

@@ -37,6 +37,9 @@ pub enum DemoError {
         /// Candidates available.
         available: usize,
     },
+    /// The similarity matrix product failed.
+    #[error("RICES similarity: {0}")]
+    Compute(String),
     /// A query embedding of another width than the demonstration bank's.
     #[error("query embedding has {got} dimensions, the demonstration features have {expected}")]
     Dimension {
@@ -195,14 +198,63 @@ pub fn rices(
     let sims: Vec<f32> = (0..bank.len())
         .map(|i| bank.row(i).iter().zip(&q).map(|(a, b)| a * b).sum())
         .collect();
+    Ok(top_k_most_similar_last(&sims, k))
+}
+
+/// Queries per matrix product in [`rices_batch`] (bounds the `[chunk, N]` similarity matrix).
+const RICES_CHUNK: usize = 256;
+
+/// [`rices`] for many queries (row-major `[Q, D]`) with one matrix product per chunk of queries
+/// (candle's CPU gemm), for demonstration banks of real size (COCO: 82,783 rows of 768).
+pub fn rices_batch(
+    dataset: &str,
+    queries: &[f32],
+    bank: &FeatureBank,
+    k: usize,
+) -> Result<Vec<Vec<usize>>, DemoError> {
+    use candle_core::{Device, Tensor};
+    let d = bank.dim();
+    if !queries.len().is_multiple_of(d) {
+        return Err(DemoError::Dimension {
+            expected: d,
+            got: queries.len(),
+        });
+    }
+    if k > bank.len() {
+        return Err(DemoError::TooFew {
+            dataset: dataset.to_string(),
+            k,
+            pool: "training split",
+            available: bank.len(),
+        });
+    }
+    let compute = |e: candle_core::Error| DemoError::Compute(e.to_string());
+    let bank_t = Tensor::from_slice(bank.as_slice(), (bank.len(), d), &Device::Cpu)
+        .and_then(|t| t.t())
+        .map_err(compute)?;
+    let mut out = Vec::with_capacity(queries.len() / d);
+    for chunk in queries.chunks(RICES_CHUNK * d) {
+        let mut q = chunk.to_vec();
+        q.chunks_mut(d).for_each(super::features::l2_normalize);
+        let sims = Tensor::from_vec(q, (chunk.len() / d, d), &Device::Cpu)
+            .and_then(|q| q.matmul(&bank_t))
+            .and_then(|s| s.to_vec2::<f32>())
+            .map_err(compute)?;
+        out.extend(sims.iter().map(|row| top_k_most_similar_last(row, k)));
+    }
+    Ok(out)
+}
+
+/// Indices of the `k` largest similarities, least similar first (ties: lower index later).
+fn top_k_most_similar_last(sims: &[f32], k: usize) -> Vec<usize> {
     // Most similar first: descending similarity, then ascending index.
     let order = |a: &usize, b: &usize| sims[*b].total_cmp(&sims[*a]).then(a.cmp(b));
-    let mut idx: Vec<usize> = (0..bank.len()).collect();
+    let mut idx: Vec<usize> = (0..sims.len()).collect();
     if k > 0 && k < idx.len() {
         idx.select_nth_unstable_by(k - 1, order);
     }
     idx.truncate(k);
     idx.sort_by(order);
     idx.reverse();
-    Ok(idx)
+    idx
 }

@@ -31,6 +31,17 @@ pub enum Task {
     Classification,
 }
 
+impl Task {
+    /// `captioning`, `vqa` or `classification`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Task::Captioning => "captioning",
+            Task::Vqa => "vqa",
+            Task::Classification => "classification",
+        }
+    }
+}
+
 /// A dataset split.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Split {
