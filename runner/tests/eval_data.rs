@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use runner::config::schema::{DatasetPaths, Protocol};
-use runner::eval::datasets::{self, DatasetError, EvalExample, Task, karpathy, vqa};
+use runner::eval::datasets::{self, DatasetError, EvalExample, JsonId, Task, karpathy, vqa};
 use runner::eval::demos::{self, RandomDemos, effective_shots};
 use runner::eval::features::{self, CacheKey, FeatureBank, FeatureError};
 use runner::eval::prompts::{self, Prompt};
@@ -274,6 +274,11 @@ fn coco_karpathy_uses_train_and_test_splits_and_filepath_dirs() {
     );
     assert_eq!(ids(&ds.test), ["6", "7"]);
     assert_eq!(
+        ds.test[0].json_id.to_json(),
+        json!(6),
+        "COCO ids stay numbers"
+    );
+    assert_eq!(
         ds.train[2].image,
         dir.path()
             .join("coco/val2014/COCO_val2014_000000000003.jpg")
@@ -303,6 +308,11 @@ fn flickr_ids_are_file_stems() {
     assert_eq!(
         ds.test[0].image,
         dir.path().join("flickr30k/images/1003.jpg")
+    );
+    assert_eq!(
+        ds.test[0].json_id.to_json(),
+        json!("1003"),
+        "Flickr ids are strings"
     );
 }
 
@@ -461,6 +471,10 @@ fn hateful_memes_reads_jsonl_and_names_bad_lines() {
     assert_eq!(ds.train.len(), 3);
     assert_eq!(ds.test[0].id, "201");
     assert_eq!(ds.test[0].label, Some(1));
+    assert_eq!(
+        serde_json::to_value(&ds.test[0].json_id).unwrap(),
+        json!(201)
+    );
     assert_eq!(ds.test[0].demo_target(Task::Classification), Some("yes"));
     assert_eq!(ds.train[0].demo_target(Task::Classification), Some("no"));
     assert_eq!(
@@ -517,6 +531,7 @@ fn unknown_dataset_and_missing_paths_are_errors() {
 fn ex(id: &str, text: Option<&str>, answers: &[&str], label: Option<u8>) -> EvalExample {
     EvalExample {
         id: id.into(),
+        json_id: JsonId::Str(id.into()),
         image: PathBuf::from(format!("{id}.png")),
         text: text.map(str::to_string),
         answers: answers.iter().map(|s| s.to_string()).collect(),

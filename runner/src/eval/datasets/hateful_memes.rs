@@ -62,6 +62,7 @@ pub fn read(path: &Path, images: &Path) -> Result<Vec<EvalExample>, DatasetError
         }
         out.push(EvalExample {
             id: m.id.to_string(),
+            json_id: m.id,
             image: images.join(base),
             text: Some(m.text),
             answers: Vec::new(),

@@ -3,8 +3,8 @@
 
 use std::fmt;
 
-use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
 
 /// A JSON id: a non-negative integer or a string.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -20,6 +20,25 @@ impl fmt::Display for JsonId {
         match self {
             JsonId::Int(i) => write!(f, "{i}"),
             JsonId::Str(s) => f.write_str(s),
+        }
+    }
+}
+
+impl JsonId {
+    /// The id as a JSON value (a number or a string, as read).
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            JsonId::Int(i) => serde_json::Value::from(*i),
+            JsonId::Str(s) => serde_json::Value::from(s.as_str()),
+        }
+    }
+}
+
+impl Serialize for JsonId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            JsonId::Int(i) => s.serialize_u64(*i),
+            JsonId::Str(v) => s.serialize_str(v),
         }
     }
 }

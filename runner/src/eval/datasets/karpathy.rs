@@ -60,7 +60,7 @@ pub fn read(path: &Path, images: &Path, layout: Layout) -> Result<KarpathySplits
             _ => continue,
         };
         let entry = || format!("images[{i}] ({})", img.filename);
-        let (id, image) = match layout {
+        let (json_id, image) = match layout {
             Layout::Coco => {
                 let id = img.cocoid.as_ref().ok_or_else(|| {
                     DatasetError::entry(
@@ -80,14 +80,14 @@ pub fn read(path: &Path, images: &Path, layout: Layout) -> Result<KarpathySplits
                             "has no `filepath` (the image directory, train2014 or val2014)",
                         )
                     })?;
-                (id.to_string(), images.join(dir).join(&img.filename))
+                (id.clone(), images.join(dir).join(&img.filename))
             }
             Layout::Flickr => {
                 let stem = img.filename.split('.').next().unwrap_or_default();
                 if stem.is_empty() {
                     return Err(DatasetError::entry(path, entry(), "has an empty file name"));
                 }
-                (stem.to_string(), images.join(&img.filename))
+                (JsonId::Str(stem.to_string()), images.join(&img.filename))
             }
         };
         if is_train && img.sentences.is_empty() {
@@ -98,7 +98,8 @@ pub fn read(path: &Path, images: &Path, layout: Layout) -> Result<KarpathySplits
             ));
         }
         let example = EvalExample {
-            id,
+            id: json_id.to_string(),
+            json_id,
             image,
             text: None,
             answers: img.sentences.into_iter().map(|s| s.raw).collect(),

@@ -17,6 +17,7 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 pub use error::DatasetError;
+pub use json_id::JsonId;
 
 use crate::config::schema::DatasetPaths;
 
@@ -148,6 +149,9 @@ pub struct EvalExample {
     /// The id predictions are keyed by: COCO `cocoid`, Flickr30K file stem, VQA `question_id`,
     /// HatefulMemes `id` (numbers written in decimal).
     pub id: String,
+    /// The same id as the file writes it (number or string), for prediction files that are
+    /// matched against the annotations by value and type (pycocotools, the VQA scorer).
+    pub json_id: JsonId,
     /// The image file (decode by content with [`image::decode`], not by extension).
     pub image: PathBuf,
     /// The VQA question or the meme's OCR text.

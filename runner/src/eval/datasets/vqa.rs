@@ -141,6 +141,7 @@ pub fn read(
             .map_err(|message| DatasetError::entry(questions_path, entry(), message))?;
         out.push(EvalExample {
             id: qid.to_string(),
+            json_id: qid,
             image,
             text: Some(q.question),
             answers: ann.answers.into_iter().map(|a| a.answer).collect(),
