@@ -7,10 +7,7 @@ use runner::config::{self, Overrides};
 use runner::plan::{self, JobKind, Plan};
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
 fn plan_of(path: &Path, o: &Overrides) -> Plan {
@@ -28,32 +25,17 @@ fn hashes(p: &Plan, kind: JobKind) -> BTreeMap<String, String> {
 
 #[test]
 fn frozen_embeddings_expands_to_two_variants_and_210_cells() {
-    let p = plan_of(
-        &repo().join("experiments/frozen_embeddings.toml"),
-        &Overrides::default(),
-    );
+    let p = plan_of(&repo().join("experiments/frozen_embeddings.toml"), &Overrides::default());
     assert_eq!(p.variants.len(), 2);
     let count = |k| p.jobs.iter().filter(|j| j.kind == k).count();
     assert_eq!(count(JobKind::Eval), 2 * 7 * 5 * 3);
     assert_eq!(count(JobKind::Train), 2);
-    assert_eq!(
-        count(JobKind::Pretrain),
-        2,
-        "backbones are shared by both variants"
-    );
+    assert_eq!(count(JobKind::Pretrain), 2, "backbones are shared by both variants");
     assert_eq!(count(JobKind::Synth), 1);
     let names: HashSet<_> = p.variants.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(
-        names,
-        HashSet::from(["special_embeddings=trainable", "special_embeddings=frozen"])
-    );
+    assert_eq!(names, HashSet::from(["special_embeddings=trainable", "special_embeddings=frozen"]));
     // Dependencies come first.
-    let pos: BTreeMap<&str, usize> = p
-        .jobs
-        .iter()
-        .enumerate()
-        .map(|(i, j)| (j.hash.as_str(), i))
-        .collect();
+    let pos: BTreeMap<&str, usize> = p.jobs.iter().enumerate().map(|(i, j)| (j.hash.as_str(), i)).collect();
     for (i, j) in p.jobs.iter().enumerate() {
         for d in &j.deps {
             assert!(pos[d.as_str()] < i, "{} before its dependency", j.label);
@@ -89,33 +71,18 @@ seeds = [1]
         .iter()
         .find(|v| v.name.contains("cross_attn_every_n_layers=2"))
         .unwrap();
-    assert_eq!(
-        v.experiment.train.as_ref().unwrap().steps,
-        200,
-        "tied values move together"
-    );
+    assert_eq!(v.experiment.train.as_ref().unwrap().steps, 200, "tied values move together");
     assert!(v.name.contains("steps=200"));
     let p = plan::plan(&loaded);
-    assert_eq!(
-        p.jobs.iter().filter(|j| j.kind == JobKind::Train).count(),
-        12
-    );
+    assert_eq!(p.jobs.iter().filter(|j| j.kind == JobKind::Train).count(), 12);
 }
 
 #[test]
 fn precedence_templates_then_file_then_env_then_set() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("templates")).unwrap();
-    std::fs::write(
-        dir.path().join("templates/base.toml"),
-        "[train]\nsteps = 1\nlr = 0.5\nwarmup_steps = 7\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("templates/more.toml"),
-        "[train]\nsteps = 2\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("templates/base.toml"), "[train]\nsteps = 1\nlr = 0.5\nwarmup_steps = 7\n").unwrap();
+    std::fs::write(dir.path().join("templates/more.toml"), "[train]\nsteps = 2\n").unwrap();
     let f = dir.path().join("exp.toml");
     std::fs::write(
         &f,
@@ -127,40 +94,17 @@ fn precedence_templates_then_file_then_env_then_set() {
     let t = e.train.as_ref().unwrap();
     // Later templates win over earlier ones; the file wins over templates; deep merge keeps the rest.
     assert_eq!((t.steps, t.lr, t.warmup_steps), (2, 0.25, 7));
-    assert_eq!(
-        t.data.len(),
-        2,
-        "arrays of tables come from the mix template"
-    );
-    let e = load(Overrides {
-        env: vec![
-            ("RUNNER_TRAIN__LR".into(), "0.125".into()),
-            ("RUNNER_DB".into(), "x.sqlite".into()),
-        ],
-        set: vec![],
-    });
-    assert_eq!(
-        e.train.unwrap().lr,
-        0.125,
-        "env beats the file; RUNNER_DB is not an experiment key"
-    );
+    assert_eq!(t.data.len(), 2, "arrays of tables come from the mix template");
+    let e = load(Overrides { env: vec![("RUNNER_TRAIN__LR".into(), "0.125".into()), ("RUNNER_DB".into(), "x.sqlite".into())], set: vec![] });
+    assert_eq!(e.train.unwrap().lr, 0.125, "env beats the file; RUNNER_DB is not an experiment key");
     let e = load(Overrides {
         env: vec![("RUNNER_TRAIN__LR".into(), "0.125".into())],
-        set: vec![
-            "train.lr=0.0625".into(),
-            "eval.shots=[0, 4]".into(),
-            "model.ln_post_tokens=true".into(),
-            "eval.demos=rices".into(),
-        ],
+        set: vec!["train.lr=0.0625".into(), "eval.shots=[0, 4]".into(), "model.ln_post_tokens=true".into(), "eval.demos=rices".into()],
     });
     assert_eq!(e.train.as_ref().unwrap().lr, 0.0625, "--set beats env");
     let ev = e.eval.as_ref().unwrap();
     assert_eq!(ev.shots, vec![0, 4]);
-    assert_eq!(
-        ev.demos,
-        runner::config::schema::Demos::Rices,
-        "bare strings are strings"
-    );
+    assert_eq!(ev.demos, runner::config::schema::Demos::Rices, "bare strings are strings");
     assert!(e.model.ln_post_tokens);
     // The resolved TOML round-trips to the same experiment.
     let text = config::to_toml(&e);
@@ -195,51 +139,18 @@ fn hashes_ignore_name_description_file_name_and_key_order() {
 fn lr_changes_training_and_eval_hashes_seeds_change_no_training_hash() {
     let f = repo().join("experiments/frozen_embeddings.toml");
     let base = plan_of(&f, &Overrides::default());
-    let lr = plan_of(
-        &f,
-        &Overrides {
-            env: vec![],
-            set: vec!["train.lr=3e-4".into()],
-        },
-    );
-    let seeds = plan_of(
-        &f,
-        &Overrides {
-            env: vec![],
-            set: vec!["eval.seeds=[1,2,3]".into()],
-        },
-    );
-    let cadence = plan_of(
-        &f,
-        &Overrides {
-            env: vec![],
-            set: vec![
-                "train.checkpoint_every=7".into(),
-                "eval.batch_size=3".into(),
-            ],
-        },
-    );
+    let lr = plan_of(&f, &Overrides { env: vec![], set: vec!["train.lr=3e-4".into()] });
+    let seeds = plan_of(&f, &Overrides { env: vec![], set: vec!["eval.seeds=[1,2,3]".into()] });
+    let cadence = plan_of(&f, &Overrides { env: vec![], set: vec!["train.checkpoint_every=7".into(), "eval.batch_size=3".into()] });
 
     assert_eq!(hashes(&base, JobKind::Synth), hashes(&lr, JobKind::Synth));
-    assert_eq!(
-        hashes(&base, JobKind::Pretrain),
-        hashes(&lr, JobKind::Pretrain)
-    );
+    assert_eq!(hashes(&base, JobKind::Pretrain), hashes(&lr, JobKind::Pretrain));
     let (bt, lt) = (hashes(&base, JobKind::Train), hashes(&lr, JobKind::Train));
-    assert!(
-        bt.values().all(|h| !lt.values().any(|x| x == h)),
-        "every training hash changes with lr"
-    );
+    assert!(bt.values().all(|h| !lt.values().any(|x| x == h)), "every training hash changes with lr");
     let (be, le) = (hashes(&base, JobKind::Eval), hashes(&lr, JobKind::Eval));
-    assert!(
-        be.values().all(|h| !le.values().any(|x| x == h)),
-        "every eval hash changes with lr"
-    );
+    assert!(be.values().all(|h| !le.values().any(|x| x == h)), "every eval hash changes with lr");
 
-    assert_eq!(
-        hashes(&base, JobKind::Train),
-        hashes(&seeds, JobKind::Train)
-    );
+    assert_eq!(hashes(&base, JobKind::Train), hashes(&seeds, JobKind::Train));
     assert_ne!(hashes(&base, JobKind::Eval), hashes(&seeds, JobKind::Eval));
 
     // Checkpoint cadence and eval batch size do not change results, so no hash changes.
@@ -252,16 +163,8 @@ fn eval_hash_follows_annotation_file_contents() {
     let dir = tempfile::tempdir().unwrap();
     let ann = dir.path().join("test.jsonl");
     let train = dir.path().join("train.jsonl");
-    std::fs::write(
-        &ann,
-        "{\"id\": 1, \"img\": \"img/1.png\", \"label\": 0, \"text\": \"a\"}\n",
-    )
-    .unwrap();
-    std::fs::write(
-        &train,
-        "{\"id\": 2, \"img\": \"img/2.png\", \"label\": 1, \"text\": \"b\"}\n",
-    )
-    .unwrap();
+    std::fs::write(&ann, "{\"id\": 1, \"img\": \"img/1.png\", \"label\": 0, \"text\": \"a\"}\n").unwrap();
+    std::fs::write(&train, "{\"id\": 2, \"img\": \"img/2.png\", \"label\": 1, \"text\": \"b\"}\n").unwrap();
     let f = dir.path().join("e.toml");
     std::fs::write(
         &f,
@@ -274,11 +177,7 @@ fn eval_hash_follows_annotation_file_contents() {
     )
     .unwrap();
     let before = hashes(&plan_of(&f, &Overrides::default()), JobKind::Eval);
-    std::fs::write(
-        &ann,
-        "{\"id\": 1, \"img\": \"img/1.png\", \"label\": 1, \"text\": \"a\"}\n",
-    )
-    .unwrap();
+    std::fs::write(&ann, "{\"id\": 1, \"img\": \"img/1.png\", \"label\": 1, \"text\": \"a\"}\n").unwrap();
     let after = hashes(&plan_of(&f, &Overrides::default()), JobKind::Eval);
     assert_ne!(before, after);
 }

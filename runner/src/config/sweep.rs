@@ -104,11 +104,9 @@ pub fn expand(composed: &Composed) -> Result<Vec<Variant>, Vec<ConfigError>> {
                         experiment,
                     });
                 } else {
-                    errors.extend(
-                        errs.into_iter().map(|e| {
-                            to_sweep_entry(&composed.layers, locate(&layers, e), &overrides)
-                        }),
-                    );
+                    errors.extend(errs.into_iter().map(|e| {
+                        to_sweep_entry(&composed.layers, locate(&layers, e), &overrides)
+                    }));
                 }
             }
         }
@@ -130,19 +128,14 @@ pub fn expand(composed: &Composed) -> Result<Vec<Variant>, Vec<ConfigError>> {
 
 /// An error caused by a sweep value points at the `[sweep]` entry that sets it (file and line),
 /// keeping the swept key path.
-fn to_sweep_entry(
-    layers: &[Layer],
-    err: ConfigError,
-    overrides: &[(String, toml::Value)],
-) -> ConfigError {
+fn to_sweep_entry(layers: &[Layer], err: ConfigError, overrides: &[(String, toml::Value)]) -> ConfigError {
     if !matches!(err.origin, Some(Origin::Sweep(_))) {
         return err;
     }
-    let Some((key, value)) = overrides.iter().find(|(k, _)| {
-        err.key == *k
-            || err.key.starts_with(&format!("{k}."))
-            || k.starts_with(&format!("{}.", err.key))
-    }) else {
+    let Some((key, value)) = overrides
+        .iter()
+        .find(|(k, _)| err.key == *k || err.key.starts_with(&format!("{k}.")) || k.starts_with(&format!("{}.", err.key)))
+    else {
         return err;
     };
     let mut located = ConfigError::new(format!("sweep.{key}"), String::new());
