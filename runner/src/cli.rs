@@ -129,6 +129,19 @@ pub struct ScoreArgs {
 pub enum DataCommand {
     /// Write the deterministic synthetic world in the real dataset formats.
     Synth(SynthArgs),
+    /// Open every evaluation file and image and every training shard an experiment names;
+    /// print counts and annotation checksums; exit non-zero on any problem.
+    Check(CheckArgs),
+}
+
+/// Arguments of `runner data check`.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Experiment file.
+    pub file: PathBuf,
+    /// Override a value (as for exec).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
 }
 
 /// Arguments of `runner data synth`.
@@ -186,7 +199,28 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Report(args) => cmd_report(&args, &db),
         Command::Score(_args) => anyhow::bail!("runner score: not built yet"),
         Command::Data(DataCommand::Synth(args)) => cmd_synth(&args),
+        Command::Data(DataCommand::Check(args)) => cmd_data_check(&args),
     }
+}
+
+fn cmd_data_check(args: &CheckArgs) -> Result<ExitCode> {
+    let loaded = config::load(&args.file, &Overrides::from_process(&args.set))?;
+    let report = crate::eval::check::check(&loaded);
+    let mut out = format!("data check: {}\n", args.file.display());
+    for line in &report.lines {
+        out.push_str(line);
+        out.push('\n');
+    }
+    emit(&out)?;
+    if report.ok() {
+        emit("all files readable\n")?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!("{} problem(s):", report.problems.len());
+    for p in &report.problems {
+        eprintln!("  {p}");
+    }
+    Ok(ExitCode::FAILURE)
 }
 
 fn cmd_plan(args: &PlanArgs, db: &Path) -> Result<ExitCode> {
