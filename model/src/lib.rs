@@ -1,1 +1,5 @@
 //! The Flamingo network in candle.
+
+pub mod error;
+
+pub use error::{ModelError, Result};
