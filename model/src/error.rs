@@ -1,17 +1,59 @@
-//! The error type of the `model` crate: every variant names the file, tensor or input it concerns.
+//! Errors of the `model` crate: every variant names the file, key or tensor it concerns.
 
 use std::path::PathBuf;
 
-/// Errors raised while loading, running or saving the Flamingo network.
+/// An error while loading or running a model.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    /// A file could not be read or written.
+    /// A file could not be read.
     #[error("{path}: {source}")]
     Io {
-        /// The file concerned.
+        /// The file.
         path: PathBuf,
-        /// The underlying I/O error.
+        /// The underlying error.
         source: std::io::Error,
+    },
+    /// A JSON file could not be parsed.
+    #[error("{path}: invalid JSON: {source}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: serde_json::Error,
+    },
+    /// A configuration file holds a value this crate does not support.
+    #[error("{path}: {message}")]
+    Config {
+        /// The configuration file.
+        path: PathBuf,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+    /// A weight file is unreadable, or a tensor in it is missing or has the wrong shape.
+    #[error("{path}: tensor `{name}`: {message}")]
+    Tensor {
+        /// The weight file (or its index).
+        path: PathBuf,
+        /// The tensor name.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A weight file is not a readable safetensors file.
+    #[error("{path}: not a readable safetensors file: {message}")]
+    Safetensors {
+        /// The weight file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The tokenizer could not be loaded or used.
+    #[error("tokenizer {path}: {message}")]
+    Tokenizer {
+        /// The tokenizer file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
     },
     /// A required file is absent.
     #[error("{path}: missing file ({what})")]
@@ -20,14 +62,6 @@ pub enum ModelError {
         path: PathBuf,
         /// What the file should have held.
         what: String,
-    },
-    /// A configuration file is malformed or holds unsupported values.
-    #[error("{path}: invalid config: {msg}")]
-    Config {
-        /// The configuration file.
-        path: PathBuf,
-        /// What is wrong with it.
-        msg: String,
     },
     /// A configuration names a model type this crate does not implement.
     #[error("{path}: unknown model_type `{model_type}` (supported: {supported})")]
@@ -40,12 +74,12 @@ pub enum ModelError {
         supported: String,
     },
     /// A weights file could not be parsed (truncated, corrupt, unsupported format).
-    #[error("{path}: cannot read weights: {msg}")]
+    #[error("{path}: cannot read weights: {message}")]
     Weights {
         /// The weights file.
         path: PathBuf,
         /// What went wrong.
-        msg: String,
+        message: String,
     },
     /// A tensor the model needs is absent from a weights file.
     #[error("{path}: tensor `{name}` is missing")]
@@ -68,62 +102,45 @@ pub enum ModelError {
         got: Vec<usize>,
     },
     /// A checkpoint does not fit the model at all (for example one trained for another LM).
-    #[error("{path}: checkpoint does not fit this model: {msg}")]
+    #[error("{path}: checkpoint does not fit this model: {message}")]
     CheckpointMismatch {
         /// The checkpoint file.
         path: PathBuf,
         /// Why it does not fit.
-        msg: String,
-    },
-    /// The tokenizer file could not be loaded or used.
-    #[error("{path}: tokenizer: {msg}")]
-    Tokenizer {
-        /// The tokenizer file.
-        path: PathBuf,
-        /// What went wrong.
-        msg: String,
+        message: String,
     },
     /// An image could not be decoded or preprocessed.
-    #[error("image {path}: {msg}")]
+    #[error("image {path}: {message}")]
     Image {
         /// The image file (or a description when it came from memory).
         path: PathBuf,
         /// What went wrong.
-        msg: String,
+        message: String,
     },
-    /// Inputs given to the model are inconsistent (shapes, token ids, image counts).
+    /// Inputs of a forward call are inconsistent (shapes, masks, cache).
     #[error("invalid input: {0}")]
     Input(String),
-    /// An error from a tensor operation.
+    /// A tensor operation failed.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
 
-/// Result with [`ModelError`] as the default error.
+/// Result with [`ModelError`].
 pub type Result<T, E = ModelError> = std::result::Result<T, E>;
 
 impl ModelError {
     /// An I/O error on `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io {
-            path: path.into(),
-            source,
-        }
+        Self::Io { path: path.into(), source }
     }
 
     /// A malformed or unsupported configuration in `path`.
-    pub fn config(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Self::Config {
-            path: path.into(),
-            msg: msg.into(),
-        }
+    pub fn config(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Self::Config { path: path.into(), message: message.into() }
     }
 
     /// An unreadable weights file `path`.
-    pub fn weights(path: impl Into<PathBuf>, msg: impl std::fmt::Display) -> Self {
-        Self::Weights {
-            path: path.into(),
-            msg: msg.to_string(),
-        }
+    pub fn weights(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
+        Self::Weights { path: path.into(), message: message.to_string() }
     }
 }

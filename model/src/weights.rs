@@ -125,7 +125,7 @@ impl WeightFile {
             Source::Loaded(m) => m.get(name).cloned(),
             Source::Pth(p) => p.get(name).map_err(|e| ModelError::Weights {
                 path: self.path.clone(),
-                msg: format!("tensor `{name}`: {e}"),
+                message: format!("tensor `{name}`: {e}"),
             })?,
         };
         match t {
