@@ -3,8 +3,10 @@
 //! arithmetic), centre crop (offsets rounded half-to-even like Python's `round`), scale to [0, 1],
 //! normalise with the mean/std of the loaded vision config.
 //!
-//! Known deviation: PIL resizes RGBA images premultiplied and palette images with nearest
-//! neighbour; here every image is converted to RGB first.
+//! Known deviations: PIL resizes RGBA images premultiplied and palette images with nearest
+//! neighbour; here every image is converted to RGB first. Pillow <= 10 (used when OpenFlamingo
+//! was evaluated) always runs the horizontal pass first, as here; Pillow 13 sometimes runs the
+//! vertical pass first, which moves a few pixels by 1-3 levels.
 
 use std::path::Path;
 
@@ -249,5 +251,23 @@ mod tests {
         assert_eq!((crop.width(), crop.height()), (8, 8));
         // A constant image stays constant through bicubic resampling.
         assert!(crop.pixels().all(|px| px.0 == [9, 9, 9]));
+    }
+
+    /// Matches open_clip's `image_transform(is_train=False)` (PIL + torchvision) bit for bit on
+    /// fixtures written by `scripts/fixtures/preprocess_fixture.py`.
+    #[test]
+    fn matches_open_clip_transform() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/preprocess");
+        let expected = candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
+        let p = ImageProcessor { image_size: 12, mean: [0.5, 0.4, 0.3], std: [0.2, 0.25, 0.3] };
+        // "tall" (20x51 -> 12x30): the fixture's Pillow 13 ran the vertical pass first there, which
+        // Pillow <= 10 (the reference era, horizontal pass first) never does; pixels differ by a
+        // few 8-bit levels. All shortest-side resizes checked otherwise agree exactly.
+        for (name, tol) in [("wide", 1e-6), ("up", 1e-6), ("odd", 1e-6), ("tall", 3.0 / 255.0 / 0.2)] {
+            let got = p.open(&dir.join(format!("{name}.png")), &Device::Cpu).unwrap();
+            let diff = (got - &expected[name]).unwrap().abs().unwrap().max_all().unwrap();
+            let diff = diff.to_scalar::<f32>().unwrap();
+            assert!(diff < tol, "{name}: {diff}");
+        }
     }
 }
