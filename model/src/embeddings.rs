@@ -31,6 +31,8 @@ pub struct TokenEmbeddings {
     keep_rows: Option<Tensor>,
     /// `(k, vocab)` one-hot placement of the special rows (trainable mode only).
     placement: Option<Tensor>,
+    /// `(vocab, k)`: the transposed placement, contiguous for row lookups.
+    placement_t: Option<Tensor>,
 }
 
 impl TokenEmbeddings {
@@ -55,6 +57,7 @@ impl TokenEmbeddings {
             special: None,
             keep_rows: None,
             placement: None,
+            placement_t: None,
         };
         if mode == SpecialEmbeddingMode::Trainable && !emb.special_ids.is_empty() {
             let idx = Tensor::new(emb.special_ids.as_slice(), table.device())?;
@@ -68,10 +71,10 @@ impl TokenEmbeddings {
             }
             let dev = table.device();
             emb.keep_rows = Some(Tensor::from_vec(keep, (vocab, 1), dev)?.to_dtype(table.dtype())?);
-            emb.placement = Some(
-                Tensor::from_vec(placement, (emb.special_ids.len(), vocab), dev)?
-                    .to_dtype(table.dtype())?,
-            );
+            let placement = Tensor::from_vec(placement, (emb.special_ids.len(), vocab), dev)?
+                .to_dtype(table.dtype())?;
+            emb.placement_t = Some(placement.t()?.contiguous()?);
+            emb.placement = Some(placement);
         }
         Ok(emb)
     }
@@ -120,12 +123,12 @@ impl TokenEmbeddings {
         let shape = ids.dims().to_vec();
         let flat = ids.flatten_all()?.to_dtype(DType::U32)?;
         let mut out = self.base.index_select(&flat, 0)?;
-        if let (Some(special), Some(keep), Some(placement)) =
-            (&self.special, &self.keep_rows, &self.placement)
+        if let (Some(special), Some(keep), Some(placement_t)) =
+            (&self.special, &self.keep_rows, &self.placement_t)
         {
             // keep: 1 for ordinary tokens; onehot (N, k) selects the trainable row of special tokens.
             let keep = keep.index_select(&flat, 0)?;
-            let onehot = placement.t()?.index_select(&flat, 0)?;
+            let onehot = placement_t.index_select(&flat, 0)?;
             out = out
                 .broadcast_mul(&keep)?
                 .add(&onehot.matmul(special.as_tensor())?)?;
@@ -152,11 +155,11 @@ impl TokenEmbeddings {
     /// The full table `(vocab, dim)` with the current special rows in place (for saving under the LM's HF
     /// embedding key).
     pub fn full_table(&self) -> Result<Tensor> {
-        match (&self.special, &self.keep_rows, &self.placement) {
-            (Some(special), Some(keep), Some(placement)) => self
+        match (&self.special, &self.keep_rows, &self.placement_t) {
+            (Some(special), Some(keep), Some(placement_t)) => self
                 .base
                 .broadcast_mul(keep)?
-                .add(&placement.t()?.matmul(special.as_tensor())?),
+                .add(&placement_t.matmul(special.as_tensor())?),
             _ => Ok(self.base.clone()),
         }
     }
