@@ -148,6 +148,9 @@ pub struct ShardReader {
     pos: u64,
     /// A member read ahead that begins the next sample.
     pending: Option<Member>,
+    /// A read error met after a sample was started: that sample is returned first, the error
+    /// on the next call (webdataset also keeps the sample grouped before a broken member).
+    failed: Option<String>,
 }
 
 impl ShardReader {
@@ -166,6 +169,7 @@ impl ShardReader {
             reader: BufReader::with_capacity(1 << 16, file),
             pos: offset,
             pending: None,
+            failed: None,
         })
     }
 
@@ -186,33 +190,36 @@ impl ShardReader {
     fn next_member(&mut self) -> Result<Option<Member>, String> {
         loop {
             let start = self.pos;
-            let mut archive = tar::Archive::new(&mut self.reader);
-            let mut entries = archive.entries().map_err(|e| format!("{e}"))?;
-            let mut entry = match entries.next() {
-                None => return Ok(None),
-                Some(Err(e)) => return Err(format!("{e}")),
-                Some(Ok(e)) => e,
-            };
-            let file_pos = start + entry.raw_file_position();
-            let size = entry.size();
-            let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-            let is_meta = !name.contains('/') && name.starts_with("__") && name.ends_with("__");
-            let keep = entry.header().entry_type().is_file() && !is_meta;
-            let mut data = Vec::new();
-            if keep {
-                data.reserve(size.min(1 << 30) as usize);
-                entry
-                    .read_to_end(&mut data)
-                    .map_err(|e| format!("member `{name}`: {e}"))?;
-                if data.len() as u64 != size {
-                    return Err(format!(
-                        "member `{name}` truncated: {} of {size} bytes",
-                        data.len()
-                    ));
+            // A fresh `Archive` per member keeps no borrow of the reader between calls; positions
+            // it reports are relative to `start`.
+            let (file_pos, size, name, keep, data) = {
+                let mut archive = tar::Archive::new(&mut self.reader);
+                let mut entries = archive.entries().map_err(|e| format!("{e}"))?;
+                let mut entry = match entries.next() {
+                    None => return Ok(None),
+                    Some(Err(e)) => return Err(format!("{e}")),
+                    Some(Ok(e)) => e,
+                };
+                let size = entry.size();
+                let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+                let is_meta = !name.contains('/') && name.starts_with("__") && name.ends_with("__");
+                let keep = entry.header().entry_type().is_file() && !is_meta;
+                let mut data = Vec::new();
+                if keep {
+                    data.reserve(size.min(1 << 30) as usize);
+                    entry
+                        .read_to_end(&mut data)
+                        .map_err(|e| format!("member `{name}`: {e}"))?;
+                    if data.len() as u64 != size {
+                        return Err(format!(
+                            "member `{name}` truncated: {} of {size} bytes",
+                            data.len()
+                        ));
+                    }
                 }
-            }
-            drop(entries);
-            drop(archive);
+                (start + entry.raw_file_position(), size, name, keep, data)
+            };
+            // Skip the rest of the data and the padding to the next 512-byte block.
             let consumed = file_pos + data.len() as u64;
             let end = file_pos + size.div_ceil(BLOCK) * BLOCK;
             self.reader
@@ -228,11 +235,24 @@ impl ShardReader {
     /// The next sample and its start offset, `Ok(None)` at the end of the shard, `Err` (a
     /// message naming the shard) if the archive is corrupt from here on.
     pub fn next_sample(&mut self) -> Result<Option<(Sample, u64)>, String> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
         let mut current: Option<(Sample, u64)> = None;
         loop {
             let member = match self.pending.take() {
                 Some(m) => Some(m),
-                None => self.next_member().map_err(|e| self.tar_err(e))?,
+                None => match self.next_member() {
+                    Ok(m) => m,
+                    Err(e) => {
+                        let e = self.tar_err(e);
+                        if current.is_none() {
+                            return Err(e);
+                        }
+                        self.failed = Some(e);
+                        return Ok(current);
+                    }
+                },
             };
             let Some(member) = member else {
                 return Ok(current);
