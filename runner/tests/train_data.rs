@@ -848,11 +848,10 @@ fn stream_state_restores_the_same_following_samples() {
     assert!(other_seed.restore(&a.state(), "pairs").is_err());
 }
 
-#[test]
-fn mix_state_resumes_batches_and_counts_exactly() {
-    let dir = tempfile::tempdir().unwrap();
-    let tok = tokenizer(dir.path());
-    let pattern = pair_shards(dir.path(), 3, 10);
+/// Two sources: interleaved (resampled, single-image rejection and a corrupt doc per shard) and
+/// pairs (shuffled epochs, buffer 6).
+fn mix_config(dir: &Path) -> Vec<DataSource> {
+    let pattern = pair_shards(dir, 3, 10);
     // Interleaved shards: documents with 1 or 2 images (single-image rejection in play) and a
     // corrupt one per shard.
     let big: Vec<String> = (0..4).map(|i| b64(&png(100 + i, true))).collect();
@@ -873,7 +872,7 @@ fn mix_state_resumes_batches_and_counts_exactly() {
             ));
         }
         members.push((format!("m{s}_bad.json"), b"{".to_vec()));
-        write_tar(&dir.path().join(format!("m-{s}.tar")), &members);
+        write_tar(&dir.join(format!("m-{s}.tar")), &members);
     }
     let mut pairs = source(SourceKind::Pairs, &pattern, 4);
     pairs.shuffle_buffer = 6;
@@ -881,7 +880,14 @@ fn mix_state_resumes_batches_and_counts_exactly() {
     let mut inter = source(SourceKind::Interleaved, "m-{0..1}.tar", 2);
     inter.shuffle_buffer = 3;
     inter.resample = true;
-    let cfg = vec![inter, pairs];
+    vec![inter, pairs]
+}
+
+#[test]
+fn mix_state_resumes_batches_and_counts_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let tok = tokenizer(dir.path());
+    let cfg = mix_config(dir.path());
     let build = || DataMix::new(&cfg, 42, dir.path(), tok.clone(), transform()).unwrap();
 
     let mut a = build();
@@ -927,4 +933,145 @@ fn mix_state_resumes_batches_and_counts_exactly() {
     let inter_skips = &a.skip_counts()[0].1;
     assert!(inter_skips.get(SkipReason::BadJson) > 0);
     assert!(inter_skips.get(SkipReason::SingleImage) > 0);
+}
+
+// ---------------------------------------------------------------- throughput (by hand)
+
+/// Pipeline throughput with the real CLIP preprocessing (224 px, PIL-exact bicubic) on 320x240
+/// JPEG images: `cargo test -p runner --test train_data -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn throughput_with_clip_preprocessing() {
+    use model::preprocess::ImageProcessor;
+    use model::vision::{OPENAI_CLIP_MEAN, OPENAI_CLIP_STD};
+    let dir = tempfile::tempdir().unwrap();
+    let tok = tokenizer(dir.path());
+    let jpeg = |id: u8| {
+        let mut state = u64::from(id) + 7;
+        let img = RgbImage::from_fn(320, 240, |x, y| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let n = (state >> 59) as u8;
+            Rgb([
+                (x as u8).wrapping_add(n),
+                (y as u8).wrapping_add(id),
+                n.wrapping_mul(9),
+            ])
+        });
+        let mut out = Cursor::new(Vec::new());
+        DynamicImage::ImageRgb8(img)
+            .write_to(&mut out, ImageFormat::Jpeg)
+            .unwrap();
+        out.into_inner()
+    };
+    let imgs: Vec<Vec<u8>> = (0..8).map(jpeg).collect();
+    assert!(imgs.iter().all(|b| b.len() >= 11_000), "{}", imgs[0].len());
+    let sentence = "The quick brown fox jumps over the lazy dog near the river bank.";
+    let docs: Vec<(String, Vec<u8>)> = (0..48)
+        .map(|i| {
+            let info: Vec<_> = (0..3)
+                .map(|j| json!({"image_base64": b64(&imgs[(i + j) % 8])}))
+                .collect();
+            let sim: Vec<Vec<f64>> = (0..3)
+                .map(|j| (0..6).map(|s| if s == 2 * j { 0.3 } else { 0.1 }).collect())
+                .collect();
+            json_member(
+                &format!("d{i:03}"),
+                json!({"text_list": vec![sentence; 6], "image_info": info, "similarity_matrix": sim}),
+            )
+        })
+        .collect();
+    write_tar(&dir.path().join("bench-m.tar"), &docs);
+    let pairs: Vec<(String, Vec<u8>)> = (0..96)
+        .flat_map(|i| {
+            [
+                (format!("p{i:03}.jpg"), imgs[i % 8].clone()),
+                (format!("p{i:03}.txt"), sentence.as_bytes().to_vec()),
+            ]
+        })
+        .collect();
+    write_tar(&dir.path().join("bench-p.tar"), &pairs);
+    let proc = ImageProcessor {
+        image_size: 224,
+        mean: OPENAI_CLIP_MEAN,
+        std: OPENAI_CLIP_STD,
+    };
+    for (kind, shards, bs) in [
+        (SourceKind::Interleaved, "bench-m.tar", 8),
+        (SourceKind::Pairs, "bench-p.tar", 16),
+    ] {
+        let spec = SourceSpec::from_config(&[source(kind, shards, bs)], 0, 0, dir.path()).unwrap();
+        let mut b = SourceBatcher::new(
+            spec,
+            tok.clone(),
+            ImageTransform::from_processor(proc.clone()),
+        )
+        .unwrap();
+        b.next_batch().unwrap();
+        let t = std::time::Instant::now();
+        let (mut samples, mut images, mut tokens) = (0usize, 0usize, 0usize);
+        while t.elapsed().as_secs_f64() < 3.0 {
+            let batch = b.next_batch().unwrap();
+            samples += batch.keys.len();
+            images += batch.image_counts.iter().sum::<usize>();
+            tokens += batch.tokens;
+        }
+        let s = t.elapsed().as_secs_f64();
+        println!(
+            "{kind:?}: {:.1} samples/s, {:.1} images/s, {:.0} tokens/s (1 thread, dev profile)",
+            samples as f64 / s,
+            images as f64 / s,
+            tokens as f64 / s
+        );
+    }
+}
+
+fn assert_same_batches(a: &[runner::data::Batch], b: &[runner::data::Batch]) {
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!((&x.source, &x.keys), (&y.source, &y.keys));
+        assert_eq!(
+            x.input_ids.to_vec2::<u32>().unwrap(),
+            y.input_ids.to_vec2::<u32>().unwrap()
+        );
+        assert_eq!(
+            x.labels.to_vec2::<i64>().unwrap(),
+            y.labels.to_vec2::<i64>().unwrap()
+        );
+        let diff = (&x.images - &y.images)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap();
+        assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
+    }
+}
+
+#[test]
+fn prefetch_matches_the_plain_mix_and_its_state_resumes() {
+    use runner::data::PrefetchMix;
+    let dir = tempfile::tempdir().unwrap();
+    let tok = tokenizer(dir.path());
+    let cfg = mix_config(dir.path());
+    let build = || DataMix::new(&cfg, 7, dir.path(), tok.clone(), transform()).unwrap();
+    let mut plain = build();
+    let want: Vec<_> = (0..6).map(|_| plain.next_step().unwrap()).collect();
+
+    let mut pre = PrefetchMix::new(build(), 3);
+    for w in &want[..2] {
+        assert_same_batches(&pre.next_step().unwrap(), w);
+    }
+    // The state is that of the batches received, although threads have prepared more.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let saved = pre.state();
+    drop(pre);
+    let mut again = build();
+    again.restore(&saved).unwrap();
+    let mut resumed = PrefetchMix::new(again, 2);
+    for w in &want[2..] {
+        assert_same_batches(&resumed.next_step().unwrap(), w);
+    }
+    assert_eq!(resumed.skip_counts(), plain.skip_counts());
 }

@@ -135,7 +135,10 @@ impl SourceSpec {
         seed: u64,
         base_dir: &Path,
     ) -> Result<Self, DataError> {
-        let src = &all[index];
+        let src = all.get(index).ok_or_else(|| DataError::Config {
+            source_name: format!("#{index}"),
+            message: format!("there are only {} data sources", all.len()),
+        })?;
         let kind_name = kind_name(src.kind);
         let name = if all.iter().filter(|s| s.kind == src.kind).count() > 1 {
             format!("{kind_name}_{index}")
@@ -449,6 +452,11 @@ impl DataMix {
     /// Mutable access to the batchers (e.g. to set `max_consecutive_skips`).
     pub fn sources_mut(&mut self) -> &mut [SourceBatcher] {
         &mut self.sources
+    }
+
+    /// The batchers, consumed (e.g. to run each in its own thread, [`super::prefetch`]).
+    pub fn into_sources(self) -> Vec<SourceBatcher> {
+        self.sources
     }
 
     /// One batch per source, in configuration order.

@@ -4,7 +4,8 @@
 //! seeded shard order and shuffle buffer and an exactly resumable state; the layouts [`pairs`],
 //! [`interleaved`] and [`sequences`] turn samples into tokens and images ([`images`] decodes and
 //! preprocesses); [`labels`] applies the loss masks; [`mix`] batches each source and is the API
-//! the trainer uses. Skipped samples are counted in [`skip`].
+//! the trainer uses ([`prefetch`] runs it in background threads). Skipped samples are counted
+//! in [`skip`].
 
 pub mod assignment;
 pub mod error;
@@ -13,6 +14,7 @@ pub mod interleaved;
 pub mod labels;
 pub mod mix;
 pub mod pairs;
+pub mod prefetch;
 pub mod prepared;
 pub mod seeded;
 pub mod sequences;
@@ -24,4 +26,5 @@ pub mod webdataset;
 pub use error::DataError;
 pub use images::ImageTransform;
 pub use mix::{Batch, DataMix, MixState, SourceBatcher, SourceSpec, SourceState};
+pub use prefetch::PrefetchMix;
 pub use skip::{SkipCounts, SkipReason};
