@@ -87,7 +87,7 @@ pub(crate) fn load(ctx: &LoadCtx) -> LoadResult<LoadedFamily> {
         .ok_or_else(|| ctx.config_error(format!("unsupported hidden_act `{}`", c.hidden_act)))?;
     let d = c.hidden_size;
     let h = c.num_attention_heads;
-    if h == 0 || d % h != 0 {
+    if h == 0 || !d.is_multiple_of(h) {
         return Err(ctx.config_error(format!(
             "hidden_size {d} is not divisible by num_attention_heads {h}"
         )));

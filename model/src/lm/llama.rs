@@ -96,7 +96,7 @@ pub(crate) fn load(ctx: &LoadCtx) -> LoadResult<LoadedFamily> {
     let d = c.hidden_size;
     let h = c.num_attention_heads;
     let kvh = c.num_key_value_heads.unwrap_or(h);
-    if h == 0 || d % h != 0 || kvh == 0 || h % kvh != 0 {
+    if h == 0 || !d.is_multiple_of(h) || kvh == 0 || !h.is_multiple_of(kvh) {
         return Err(ctx.config_error(format!(
             "hidden_size {d}, num_attention_heads {h} and num_key_value_heads {kvh} are inconsistent"
         )));

@@ -182,20 +182,20 @@ fn settings(ctx: &LoadCtx) -> LoadResult<Settings> {
     let s = if ctx.family == LmFamily::Mpt {
         let c: MptConfig = ctx.parse()?;
         let a = &c.attn_config;
-        if let Some(t) = &a.attn_type {
-            if t != "multihead_attention" {
-                return Err(ctx.config_error(format!(
-                    "attn_config.attn_type `{t}` is not supported (only multihead_attention)"
-                )));
-            }
+        if let Some(t) = &a.attn_type
+            && t != "multihead_attention"
+        {
+            return Err(ctx.config_error(format!(
+                "attn_config.attn_type `{t}` is not supported (only multihead_attention)"
+            )));
         }
         if a.prefix_lm == Some(true) {
             return Err(ctx.config_error("attn_config.prefix_lm = true is not supported"));
         }
-        if let Some(n) = &c.norm_type {
-            if !n.ends_with("layernorm") {
-                return Err(ctx.config_error(format!("norm_type `{n}` is not supported")));
-            }
+        if let Some(n) = &c.norm_type
+            && !n.ends_with("layernorm")
+        {
+            return Err(ctx.config_error(format!("norm_type `{n}` is not supported")));
         }
         Settings {
             d_model: c.d_model,
