@@ -841,3 +841,40 @@ fn crosscheck_against_hf_references() {
         );
     }
 }
+
+/// Older HF checkpoints ship only `pytorch_model.bin`: it loads through candle's pickle reader and gives HF's
+/// logits (fixture written by `tests/fixtures/make_lm_pth_fixture.py` with transformers 4.33).
+#[test]
+fn pytorch_bin_checkpoint_matches_hf() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lm_pth");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let rows =
+        |key: &str| -> Vec<Vec<u32>> { serde_json::from_value(expected[key].clone()).unwrap() };
+    let flat = |v: Vec<Vec<u32>>| {
+        let (b, t) = (v.len(), v[0].len());
+        Tensor::from_vec(v.concat(), (b, t), &Device::Cpu).unwrap()
+    };
+    let input = flat(rows("input_ids"));
+    let mask = flat(rows("attention_mask"));
+    let want: Vec<Vec<Vec<f32>>> = serde_json::from_value(expected["logits"].clone()).unwrap();
+    let want = Tensor::new(want, &Device::Cpu).unwrap();
+    let lm = DecoderLm::load(&dir, 40, SpecialEmbeddingMode::Frozen, &[], &Device::Cpu).unwrap();
+    let got = lm
+        .forward(&input, &AttnCtx::sequential(mask.clone(), 0), None)
+        .unwrap();
+    let real = mask.to_dtype(DType::F32).unwrap().unsqueeze(2).unwrap();
+    let diff = (got - want)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .broadcast_mul(&real)
+        .unwrap()
+        .flatten_all()
+        .unwrap();
+    let diff = diff.max(0).unwrap().to_scalar::<f32>().unwrap();
+    assert!(
+        diff < 1e-5,
+        "pytorch_model.bin logits differ from HF by {diff}"
+    );
+}
