@@ -177,14 +177,11 @@ impl FamilyBody for GptNeox {
         let k = qkv.narrow(3, hd, hd)?.contiguous()?;
         let v = qkv.narrow(3, 2 * hd, hd)?.contiguous()?;
         let (q, k) = if self.rotary_dims > 0 {
-            let pos = ctx.rotary_positions(b, t)?;
-            let (cos, sin) = ops::rotary_tables(
-                &pos,
-                self.rotary_dims,
-                self.c.rotary_emb_base,
-                x.device(),
-                x.dtype(),
-            )?;
+            let (cos, sin) = ctx.rotary(b, t, self.rotary_dims, self.c.rotary_emb_base, 1.0)?;
+            let (cos, sin) = (
+                cos.to_device(x.device())?.to_dtype(x.dtype())?,
+                sin.to_device(x.device())?.to_dtype(x.dtype())?,
+            );
             (
                 ops::apply_rotary(&q, &cos, &sin)?,
                 ops::apply_rotary(&k, &cos, &sin)?,
@@ -196,7 +193,7 @@ impl FamilyBody for GptNeox {
             Some(c) => c.append(&k, &v)?,
             None => (k, v),
         };
-        let bias = ctx.causal_bias(b, t, x.device())?.to_dtype(x.dtype())?;
+        let bias = ctx.bias(b, t)?.to_device(x.device())?.to_dtype(x.dtype())?;
         let scale = 1.0 / (hd as f32).sqrt() as f64;
         let attn = ops::attention(&q, &k, &v, &bias, Scale::Scores(scale))?;
         let attn = l.dense.forward(&ops::merge_heads(&attn)?)?;

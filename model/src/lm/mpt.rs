@@ -445,7 +445,7 @@ impl FamilyBody for Mpt {
             None => (k, v),
         };
         let s_k = k.dim(2)?;
-        let mut bias = ctx.causal_bias(b, t, x.device())?.to_dtype(x.dtype())?;
+        let mut bias = ctx.bias(b, t)?.to_device(x.device())?.to_dtype(x.dtype())?;
         if self.s.alibi {
             let mut alibi = Vec::with_capacity(h * s_k);
             for &slope in &self.slopes {

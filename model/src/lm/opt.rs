@@ -228,7 +228,7 @@ impl FamilyBody for Opt {
             Some(c) => c.append(&k, &v)?,
             None => (k, v),
         };
-        let bias = ctx.causal_bias(b, t, x.device())?.to_dtype(x.dtype())?;
+        let bias = ctx.bias(b, t)?.to_device(x.device())?.to_dtype(x.dtype())?;
         let scale = ((d / h) as f64).powf(-0.5);
         let attn = ops::attention(&q, &k, &v, &bias, Scale::Query(scale))?;
         let mut x = (residual + l.out.forward(&ops::merge_heads(&attn)?)?)?;
