@@ -767,3 +767,114 @@ fn set_full_table_round_trips() {
             .is_err()
     );
 }
+
+/// Cross-check against HF transformers 4.33 / llm-foundry MosaicGPT references written by a local script
+/// (not committed, run by hand): `LM_CROSSCHECK_DIR=<dir> cargo test -p model --test lm -- --ignored`.
+/// Each sub-directory holds an HF model plus `reference.safetensors` with `input_ids`, `attention_mask`
+/// (row 1 left-padded), `fwd` (plain forward logits), `gen` (forward with generate-style position ids) and
+/// `step` (one cached decoding step with `next_ids`).
+#[test]
+#[ignore]
+fn crosscheck_against_hf_references() {
+    let Ok(root) = std::env::var("LM_CROSSCHECK_DIR") else {
+        return;
+    };
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    dirs.sort();
+    for dir in dirs {
+        let r = candle_core::safetensors::load(dir.join("reference.safetensors"), &Device::Cpu)
+            .unwrap();
+        let input = r["input_ids"].to_dtype(DType::U32).unwrap();
+        let mask = r["attention_mask"].to_dtype(DType::U32).unwrap();
+        let (b, t) = input.dims2().unwrap();
+        let vocab = r["fwd"].dim(2).unwrap();
+        let lm =
+            DecoderLm::load(&dir, vocab, SpecialEmbeddingMode::Frozen, &[], &Device::Cpu).unwrap();
+        let real = mask.to_dtype(DType::F32).unwrap().unsqueeze(2).unwrap();
+        let masked_diff = |a: &Tensor, b: &Tensor| -> f32 {
+            (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .broadcast_mul(&real)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        let fwd = lm
+            .forward(&input, &AttnCtx::sequential(mask.clone(), 0), None)
+            .unwrap();
+        let mut cache = lm.new_cache();
+        let generated = lm
+            .forward(&input, &AttnCtx::new(mask.clone(), 0), Some(&mut cache))
+            .unwrap();
+        let mask2 = Tensor::cat(
+            &[
+                &mask,
+                &Tensor::ones((b, 1), DType::U32, &Device::Cpu).unwrap(),
+            ],
+            1,
+        )
+        .unwrap();
+        let next = r["next_ids"].to_dtype(DType::U32).unwrap();
+        let step = lm
+            .forward(&next, &AttnCtx::new(mask2, t), Some(&mut cache))
+            .unwrap();
+        let d_fwd = masked_diff(&fwd, &r["fwd"]);
+        let d_gen = masked_diff(&generated, &r["gen"]);
+        let d_step = max_diff(&step, &r["step"]);
+        eprintln!(
+            "{}: fwd {d_fwd:.2e} gen {d_gen:.2e} step {d_step:.2e}",
+            dir.display()
+        );
+        assert!(
+            d_fwd < 1e-4 && d_gen < 1e-4 && d_step < 1e-4,
+            "{}",
+            dir.display()
+        );
+    }
+}
+
+/// Older HF checkpoints ship only `pytorch_model.bin`: it loads through candle's pickle reader and gives HF's
+/// logits (fixture written by `tests/fixtures/make_lm_pth_fixture.py` with transformers 4.33).
+#[test]
+fn pytorch_bin_checkpoint_matches_hf() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lm_pth");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let rows =
+        |key: &str| -> Vec<Vec<u32>> { serde_json::from_value(expected[key].clone()).unwrap() };
+    let flat = |v: Vec<Vec<u32>>| {
+        let (b, t) = (v.len(), v[0].len());
+        Tensor::from_vec(v.concat(), (b, t), &Device::Cpu).unwrap()
+    };
+    let input = flat(rows("input_ids"));
+    let mask = flat(rows("attention_mask"));
+    let want: Vec<Vec<Vec<f32>>> = serde_json::from_value(expected["logits"].clone()).unwrap();
+    let want = Tensor::new(want, &Device::Cpu).unwrap();
+    let lm = DecoderLm::load(&dir, 40, SpecialEmbeddingMode::Frozen, &[], &Device::Cpu).unwrap();
+    let got = lm
+        .forward(&input, &AttnCtx::sequential(mask.clone(), 0), None)
+        .unwrap();
+    let real = mask.to_dtype(DType::F32).unwrap().unsqueeze(2).unwrap();
+    let diff = (got - want)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .broadcast_mul(&real)
+        .unwrap()
+        .flatten_all()
+        .unwrap();
+    let diff = diff.max(0).unwrap().to_scalar::<f32>().unwrap();
+    assert!(
+        diff < 1e-5,
+        "pytorch_model.bin logits differ from HF by {diff}"
+    );
+}
