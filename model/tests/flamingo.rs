@@ -627,3 +627,27 @@ fn load_entry_point_with_defaults() {
     let err = Flamingo::load(&spec, &dev).unwrap_err();
     assert!(err.to_string().contains("config.json") && err.to_string().contains("bloom"), "{err}");
 }
+
+/// The perceiver and a gated cross-attention block reproduce open_flamingo's own modules (outputs
+/// written by `scripts/fixtures/checkpoint_fixture.py` with the weights of `flat.pt`), including
+/// the cached-media rule.
+#[test]
+fn modules_match_open_flamingo_reference_outputs() {
+    let d = dirs("refio", "mpt");
+    let dev = Device::Cpu;
+    let io = candle_core::safetensors::load(fixture("reference_io.safetensors"), &dev).unwrap();
+    let mut m = tiny_model(&d, 1, None);
+    load_checkpoint(&mut m, &fixture("flat.pt")).unwrap();
+    let media = m.perceiver().forward(&io["perceiver_in"]).unwrap();
+    assert!(max_diff(&media, &io["perceiver_out"]) < 1e-5);
+    let rows = vec![vec![5u32, 6, IMG, 7, IMG, 9]];
+    let block = m.cross_attn_layers()[1].as_ref().unwrap();
+    let mask = model::cross_attn::MediaMask::new(&text_time_from_ids(&rows, IMG), 2, 3, &dev).unwrap();
+    let out = block.forward(&io["lang_in"], &block.media_kv(&media).unwrap(), &mask).unwrap();
+    assert!(max_diff(&out, &io["xattn_out"]) < 1e-5);
+    let block0 = m.cross_attn_layers()[0].as_ref().unwrap();
+    let counts = model::cross_attn::media_counts(&rows, IMG);
+    let mask = model::cross_attn::MediaMask::new(&model::cross_attn::text_time_cached(&counts, 2), 2, 3, &dev).unwrap();
+    let out = block0.forward(&io["lang_cached_in"], &block0.media_kv(&media).unwrap(), &mask).unwrap();
+    assert!(max_diff(&out, &io["xattn_cached_out"]) < 1e-5);
+}
