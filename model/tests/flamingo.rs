@@ -651,3 +651,17 @@ fn modules_match_open_flamingo_reference_outputs() {
     let out = block0.forward(&io["lang_cached_in"], &block0.media_kv(&media).unwrap(), &mask).unwrap();
     assert!(max_diff(&out, &io["xattn_cached_out"]) < 1e-5);
 }
+
+/// The vision encoder reproduces open_clip's ViT (fixture from `scripts/fixtures/vision_fixture.py`):
+/// patch tokens before `ln_post` (default), after it (switch on) and the pooled projection.
+#[test]
+fn vision_matches_open_clip_reference() {
+    let dev = Device::Cpu;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vision");
+    let r = candle_core::safetensors::load(dir.join("reference.safetensors"), &dev).unwrap();
+    let v = VisionEncoder::load(&dir, false, &dev).unwrap();
+    assert!(max_diff(&v.forward_tokens(&r["pixels"]).unwrap(), &r["tokens"]) < 1e-4);
+    assert!(max_diff(&v.embed_image(&r["pixels"]).unwrap(), &r["pooled"]) < 1e-4);
+    let v = VisionEncoder::load(&dir, true, &dev).unwrap();
+    assert!(max_diff(&v.forward_tokens(&r["pixels"]).unwrap(), &r["tokens_ln_post"]) < 1e-4);
+}
