@@ -34,7 +34,12 @@ pub struct GenerateConfig {
 
 impl GenerateConfig {
     /// OpenFlamingo's evaluation settings for a given budget and beam count.
-    pub fn open_flamingo(eoc_token_id: u32, pad_token_id: u32, max_new_tokens: usize, num_beams: usize) -> Self {
+    pub fn open_flamingo(
+        eoc_token_id: u32,
+        pad_token_id: u32,
+        max_new_tokens: usize,
+        num_beams: usize,
+    ) -> Self {
         Self {
             max_new_tokens,
             min_new_tokens: 0,
@@ -65,11 +70,19 @@ impl PromptBatch {
         }
         let rows = prompts
             .iter()
-            .map(|p| std::iter::repeat_n(pad_id, len - p.len()).chain(p.iter().copied()).collect())
+            .map(|p| {
+                std::iter::repeat_n(pad_id, len - p.len())
+                    .chain(p.iter().copied())
+                    .collect()
+            })
             .collect();
         let mask = prompts
             .iter()
-            .map(|p| std::iter::repeat_n(0, len - p.len()).chain(std::iter::repeat_n(1, p.len())).collect())
+            .map(|p| {
+                std::iter::repeat_n(0, len - p.len())
+                    .chain(std::iter::repeat_n(1, p.len()))
+                    .collect()
+            })
             .collect();
         Self::from_padded(rows, mask, pixels)
     }
@@ -81,7 +94,9 @@ impl PromptBatch {
             return Err(ModelError::Input("empty prompt batch".into()));
         }
         if rows.len() != mask.len() || rows.iter().chain(&mask).any(|r| r.len() != len) {
-            return Err(ModelError::Input("prompt ids and mask rows must all have the same length".into()));
+            return Err(ModelError::Input(
+                "prompt ids and mask rows must all have the same length".into(),
+            ));
         }
         if pixels.rank() != 5 || pixels.dim(0)? != rows.len() {
             return Err(ModelError::Input(format!(
@@ -136,7 +151,12 @@ fn mask_tensor(rows: &[Vec<u32>], device: &candle_core::Device) -> candle_core::
     Tensor::from_vec(rows.concat(), (b, l), device)
 }
 
-fn prefill(model: &Flamingo, batch: &PromptBatch, positions: PositionRule, want_prompt: bool) -> Result<Prefill> {
+fn prefill(
+    model: &Flamingo,
+    batch: &PromptBatch,
+    positions: PositionRule,
+    want_prompt: bool,
+) -> Result<Prefill> {
     let dev = model.device().clone();
     let media = model.encode_media(&batch.pixels)?.detach();
     let media = model.media_context(&media)?;
@@ -162,9 +182,13 @@ fn prefill(model: &Flamingo, batch: &PromptBatch, positions: PositionRule, want_
                 continue;
             }
             let h = hidden.i((b, start..l - 1))?;
-            let lp = candle_nn::ops::log_softmax(&model.logits(&h)?.to_dtype(DType::F32)?, D::Minus1)?;
+            let lp =
+                candle_nn::ops::log_softmax(&model.logits(&h)?.to_dtype(DType::F32)?, D::Minus1)?;
             let lp = lp.to_vec2::<f32>()?;
-            *out = (start + 1..l).zip(lp).map(|(t, row)| row[batch.rows[b][t] as usize]).collect();
+            *out = (start + 1..l)
+                .zip(lp)
+                .map(|(t, row)| row[batch.rows[b][t] as usize])
+                .collect();
         }
     }
     Ok(Prefill {
@@ -192,7 +216,10 @@ fn step(
     let mask = media.mask(&text_time_cached(counts, 1), dev)?;
     let hidden = model.infer_hidden(&ids, media, &mask, &ctx, Some(cache))?;
     let logits = model.logits(&hidden)?.squeeze(1)?;
-    Ok(candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?)
+    Ok(candle_nn::ops::log_softmax(
+        &logits.to_dtype(DType::F32)?,
+        D::Minus1,
+    )?)
 }
 
 fn argmax(row: &[f32]) -> usize {
@@ -206,15 +233,35 @@ fn argmax(row: &[f32]) -> usize {
 }
 
 /// Generates a continuation for every prompt of `batch`.
-pub fn generate(model: &Flamingo, batch: &PromptBatch, cfg: &GenerateConfig) -> Result<Vec<Generation>> {
+pub fn generate(
+    model: &Flamingo,
+    batch: &PromptBatch,
+    cfg: &GenerateConfig,
+) -> Result<Vec<Generation>> {
     if cfg.num_beams == 0 {
         return Err(ModelError::Input("num_beams must be at least 1".into()));
     }
     let pre = prefill(model, batch, PositionRule::FromMask, cfg.prompt_logprobs)?;
     let mut out = if cfg.num_beams == 1 {
-        greedy(model, batch, cfg, pre.media, pre.counts, pre.cache, pre.next_logprobs)?
+        greedy(
+            model,
+            batch,
+            cfg,
+            pre.media,
+            pre.counts,
+            pre.cache,
+            pre.next_logprobs,
+        )?
     } else {
-        beam_search(model, batch, cfg, pre.media, pre.counts, pre.cache, pre.next_logprobs)?
+        beam_search(
+            model,
+            batch,
+            cfg,
+            pre.media,
+            pre.counts,
+            pre.cache,
+            pre.next_logprobs,
+        )?
     };
     for (g, p) in out.iter_mut().zip(pre.prompt_logprobs) {
         g.prompt_logprobs = p;
@@ -299,7 +346,14 @@ impl BeamHyps {
     }
 
     /// `len` is the full sequence length (padded prompt + generated, eos excluded) as HF uses it.
-    fn add(&mut self, sum_logprobs: f64, len: usize, tokens: Vec<u32>, logprobs: Vec<f32>, eos: bool) {
+    fn add(
+        &mut self,
+        sum_logprobs: f64,
+        len: usize,
+        tokens: Vec<u32>,
+        logprobs: Vec<f32>,
+        eos: bool,
+    ) {
         let score = sum_logprobs / (len as f64).powf(self.length_penalty);
         if self.beams.len() < self.num_beams || score > self.worst_score {
             self.beams.push(Hyp {
@@ -309,8 +363,12 @@ impl BeamHyps {
                 eos,
             });
             if self.beams.len() > self.num_beams {
-                let mut sorted: Vec<(f64, usize)> =
-                    self.beams.iter().enumerate().map(|(i, h)| (h.score, i)).collect();
+                let mut sorted: Vec<(f64, usize)> = self
+                    .beams
+                    .iter()
+                    .enumerate()
+                    .map(|(i, h)| (h.score, i))
+                    .collect();
                 sorted.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
                 self.beams.remove(sorted[0].1);
                 self.worst_score = sorted[1].0;
@@ -343,7 +401,7 @@ impl BeamHyps {
 fn top_k(scores: impl Iterator<Item = (f32, usize)>, k: usize) -> Vec<(f32, usize)> {
     let mut top: Vec<(f32, usize)> = Vec::with_capacity(k + 1);
     for (s, i) in scores {
-        if top.len() == k && !(s > top[k - 1].0) {
+        if top.len() == k && s.partial_cmp(&top[k - 1].0) != Some(std::cmp::Ordering::Greater) {
             continue;
         }
         let pos = top.iter().position(|&(ts, _)| s > ts).unwrap_or(top.len());
@@ -367,20 +425,29 @@ fn beam_search(
     let nb = cfg.num_beams;
     let bn = b * nb;
     // Expand prompts to beams (HF `repeat_interleave`), reusing the prefilled cache and media.
-    let rep: Vec<u32> = (0..b).flat_map(|r| std::iter::repeat_n(r as u32, nb)).collect();
+    let rep: Vec<u32> = (0..b)
+        .flat_map(|r| std::iter::repeat_n(r as u32, nb))
+        .collect();
     let rep_t = Tensor::new(rep.as_slice(), &dev)?;
     cache.reorder(&rep_t)?;
     let media = media.index_rows(&rep_t)?;
     let counts: Vec<u32> = rep.iter().map(|&r| counts[r as usize]).collect();
-    let mut mask_rows: Vec<Vec<u32>> = rep.iter().map(|&r| batch.mask[r as usize].clone()).collect();
+    let mut mask_rows: Vec<Vec<u32>> = rep
+        .iter()
+        .map(|&r| batch.mask[r as usize].clone())
+        .collect();
     let first = first.index_select(&rep_t, 0)?;
     let vocab = first.dim(1)?;
     let mut lp: Vec<f32> = first.flatten_all()?.to_vec1::<f32>()?;
 
-    let mut beam_scores: Vec<f32> = (0..bn).map(|i| if i % nb == 0 { 0.0 } else { -1e9 }).collect();
+    let mut beam_scores: Vec<f32> = (0..bn)
+        .map(|i| if i % nb == 0 { 0.0 } else { -1e9 })
+        .collect();
     let mut beam_tokens: Vec<Vec<u32>> = vec![vec![]; bn];
     let mut beam_lps: Vec<Vec<f32>> = vec![vec![]; bn];
-    let mut hyps: Vec<BeamHyps> = (0..b).map(|_| BeamHyps::new(nb, cfg.length_penalty)).collect();
+    let mut hyps: Vec<BeamHyps> = (0..b)
+        .map(|_| BeamHyps::new(nb, cfg.length_penalty))
+        .collect();
     let mut done = vec![false; b];
     let mut cur_len = batch.width();
     let eos = cfg.eos_token_id as usize;
@@ -404,7 +471,9 @@ fn beam_search(
                 (0..nb).flat_map(|j| {
                     let row = &lp[(base + j) * vocab..(base + j + 1) * vocab];
                     let bs = beam_scores[base + j];
-                    row.iter().enumerate().map(move |(t, &v)| (v + bs, j * vocab + t))
+                    row.iter()
+                        .enumerate()
+                        .map(move |(t, &v)| (v + bs, j * vocab + t))
                 }),
                 2 * nb,
             );
@@ -471,7 +540,13 @@ fn beam_search(
         if !done[bi] {
             for j in 0..nb {
                 let i = bi * nb + j;
-                hyps[bi].add(beam_scores[i] as f64, cur_len, beam_tokens[i].clone(), beam_lps[i].clone(), false);
+                hyps[bi].add(
+                    beam_scores[i] as f64,
+                    cur_len,
+                    beam_tokens[i].clone(),
+                    beam_lps[i].clone(),
+                    false,
+                );
             }
         }
         let best = hyps[bi]
@@ -521,9 +596,14 @@ pub fn rank_scores(
             let feed = &cand[..n - 1];
             let ids = Tensor::new(feed, &dev)?.unsqueeze(0)?.repeat((b, 1))?;
             let ctx = AttnCtx::new(Tensor::ones((b, past + n - 1), DType::U32, &dev)?, past);
-            let mask = pre.media.mask(&text_time_cached(&pre.counts, n - 1), &dev)?;
+            let mask = pre
+                .media
+                .mask(&text_time_cached(&pre.counts, n - 1), &dev)?;
             let hidden = model.infer_hidden(&ids, &pre.media, &mask, &ctx, Some(&mut cache))?;
-            let lp = candle_nn::ops::log_softmax(&model.logits(&hidden)?.to_dtype(DType::F32)?, D::Minus1)?;
+            let lp = candle_nn::ops::log_softmax(
+                &model.logits(&hidden)?.to_dtype(DType::F32)?,
+                D::Minus1,
+            )?;
             for (r, row_lps) in lps.iter_mut().enumerate() {
                 let rows = lp.i(r)?.to_vec2::<f32>()?;
                 for (k, row) in rows.iter().enumerate() {
@@ -533,7 +613,11 @@ pub fn rank_scores(
         }
         for (r, l) in lps.iter().enumerate() {
             let sum: f64 = l.iter().map(|&v| v as f64).sum();
-            scores[r].push(if normalize_length { sum / n as f64 } else { sum });
+            scores[r].push(if normalize_length {
+                sum / n as f64
+            } else {
+                sum
+            });
         }
     }
     Ok(scores)

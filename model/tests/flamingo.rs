@@ -29,9 +29,16 @@ fn tmp_dir(name: &str) -> PathBuf {
     dir
 }
 
-fn rand_tensor(rng: &mut rand_chacha::ChaCha8Rng, shape: &[usize], scale: f32, offset: f32) -> Tensor {
+fn rand_tensor(
+    rng: &mut rand_chacha::ChaCha8Rng,
+    shape: &[usize],
+    scale: f32,
+    offset: f32,
+) -> Tensor {
     let n: usize = shape.iter().product();
-    let v: Vec<f32> = (0..n).map(|_| offset + scale * (rng.random::<f32>() * 2.0 - 1.0)).collect();
+    let v: Vec<f32> = (0..n)
+        .map(|_| offset + scale * (rng.random::<f32>() * 2.0 - 1.0))
+        .collect();
     Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
 }
 
@@ -40,12 +47,25 @@ fn write_vision(dir: &Path) {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
     let d = D_MODEL;
     let mut t = HashMap::new();
-    let mut put = |k: String, s: &[usize], scale: f32, off: f32, rng: &mut rand_chacha::ChaCha8Rng| {
-        t.insert(k, rand_tensor(rng, s, scale, off));
-    };
-    put("visual.conv1.weight".into(), &[d, 3, 8, 8], 0.1, 0.0, &mut rng);
+    let mut put =
+        |k: String, s: &[usize], scale: f32, off: f32, rng: &mut rand_chacha::ChaCha8Rng| {
+            t.insert(k, rand_tensor(rng, s, scale, off));
+        };
+    put(
+        "visual.conv1.weight".into(),
+        &[d, 3, 8, 8],
+        0.1,
+        0.0,
+        &mut rng,
+    );
     put("visual.class_embedding".into(), &[d], 0.5, 0.0, &mut rng);
-    put("visual.positional_embedding".into(), &[5, d], 0.5, 0.0, &mut rng);
+    put(
+        "visual.positional_embedding".into(),
+        &[5, d],
+        0.5,
+        0.0,
+        &mut rng,
+    );
     put("visual.proj".into(), &[d, 8], 0.3, 0.0, &mut rng);
     for n in ["ln_pre", "ln_post"] {
         put(format!("visual.{n}.weight"), &[d], 0.1, 1.0, &mut rng);
@@ -57,13 +77,43 @@ fn write_vision(dir: &Path) {
             put(format!("{b}.{n}.weight"), &[d], 0.1, 1.0, &mut rng);
             put(format!("{b}.{n}.bias"), &[d], 0.1, 0.0, &mut rng);
         }
-        put(format!("{b}.attn.in_proj_weight"), &[3 * d, d], 0.3, 0.0, &mut rng);
-        put(format!("{b}.attn.in_proj_bias"), &[3 * d], 0.1, 0.0, &mut rng);
-        put(format!("{b}.attn.out_proj.weight"), &[d, d], 0.3, 0.0, &mut rng);
+        put(
+            format!("{b}.attn.in_proj_weight"),
+            &[3 * d, d],
+            0.3,
+            0.0,
+            &mut rng,
+        );
+        put(
+            format!("{b}.attn.in_proj_bias"),
+            &[3 * d],
+            0.1,
+            0.0,
+            &mut rng,
+        );
+        put(
+            format!("{b}.attn.out_proj.weight"),
+            &[d, d],
+            0.3,
+            0.0,
+            &mut rng,
+        );
         put(format!("{b}.attn.out_proj.bias"), &[d], 0.1, 0.0, &mut rng);
-        put(format!("{b}.mlp.c_fc.weight"), &[4 * d, d], 0.3, 0.0, &mut rng);
+        put(
+            format!("{b}.mlp.c_fc.weight"),
+            &[4 * d, d],
+            0.3,
+            0.0,
+            &mut rng,
+        );
         put(format!("{b}.mlp.c_fc.bias"), &[4 * d], 0.1, 0.0, &mut rng);
-        put(format!("{b}.mlp.c_proj.weight"), &[d, 4 * d], 0.2, 0.0, &mut rng);
+        put(
+            format!("{b}.mlp.c_proj.weight"),
+            &[d, 4 * d],
+            0.2,
+            0.0,
+            &mut rng,
+        );
         put(format!("{b}.mlp.c_proj.bias"), &[d], 0.1, 0.0, &mut rng);
     }
     candle_core::safetensors::save(&t, dir.join("open_clip_model.safetensors")).unwrap();
@@ -131,7 +181,11 @@ fn write_lm(kind: &str, dir: &Path) {
         .iter()
         .map(|(n, s)| {
             let norm_w = (n.contains("norm") || n.contains("_ln")) && n.ends_with("weight");
-            let t = if norm_w { rand_tensor(&mut rng, s, 0.2, 1.0) } else { rand_tensor(&mut rng, s, 0.6, 0.0) };
+            let t = if norm_w {
+                rand_tensor(&mut rng, s, 0.2, 1.0)
+            } else {
+                rand_tensor(&mut rng, s, 0.6, 0.0)
+            };
             (n.clone(), t)
         })
         .collect();
@@ -149,7 +203,11 @@ fn write_lm(kind: &str, dir: &Path) {
         "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null,
         "decoder": null, "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"}});
     std::fs::write(dir.join("tokenizer.json"), tok.to_string()).unwrap();
-    std::fs::write(dir.join("special_tokens_map.json"), r#"{"eos_token": "<|endoftext|>"}"#).unwrap();
+    std::fs::write(
+        dir.join("special_tokens_map.json"),
+        r#"{"eos_token": "<|endoftext|>"}"#,
+    )
+    .unwrap();
 }
 
 fn tiny_cfg(n: usize) -> FlamingoConfig {
@@ -157,8 +215,21 @@ fn tiny_cfg(n: usize) -> FlamingoConfig {
         cross_attn_every_n_layers: n,
         media_token_id: IMG,
         eoc_token_id: EOC,
-        perceiver: PerceiverConfig { dim: D_MODEL, depth: 2, dim_head: 4, heads: 2, num_latents: 3, ff_mult: 2 },
-        cross_attn: CrossAttnConfig { dim: D_MODEL, dim_visual: D_MODEL, dim_head: 4, heads: 2, ff_mult: 2 },
+        perceiver: PerceiverConfig {
+            dim: D_MODEL,
+            depth: 2,
+            dim_head: 4,
+            heads: 2,
+            num_latents: 3,
+            ff_mult: 2,
+        },
+        cross_attn: CrossAttnConfig {
+            dim: D_MODEL,
+            dim_visual: D_MODEL,
+            dim_head: 4,
+            heads: 2,
+            ff_mult: 2,
+        },
     }
 }
 
@@ -182,8 +253,15 @@ fn dirs(name: &str, kind: &str) -> Dirs {
 fn tiny_model(d: &Dirs, n: usize, gates: Option<(f32, f32)>) -> Flamingo {
     let dev = Device::Cpu;
     let vision = VisionEncoder::load(&d.vision, false, &dev).unwrap();
-    let lm = DecoderLm::load(&d.lm, VOCAB, SpecialEmbeddingMode::Trainable, &[IMG, EOC], &dev).unwrap();
-    let model = Flamingo::with_config(vision, lm, tiny_cfg(n), VarMap::new(), 3, &dev).unwrap();
+    let lm = DecoderLm::load(
+        &d.lm,
+        VOCAB,
+        SpecialEmbeddingMode::Trainable,
+        &[IMG, EOC],
+        &dev,
+    )
+    .unwrap();
+    let model = Flamingo::with_config(vision, lm, tiny_cfg(n), VarMap::new(), 3).unwrap();
     if let Some((a, f)) = gates {
         for (name, var) in model.varmap().data().lock().unwrap().iter() {
             if name.ends_with("attn_gate") {
@@ -206,7 +284,16 @@ fn ids(rows: &[Vec<u32>]) -> Tensor {
 }
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 fn ones(b: usize, t: usize) -> Tensor {
@@ -221,17 +308,41 @@ fn placement_and_names_for_n_1_and_2() {
         let present: Vec<bool> = m.cross_attn_layers().iter().map(Option::is_some).collect();
         let expect: Vec<bool> = (0..2).map(|i| has_cross_attn(i, n)).collect();
         assert_eq!(present, expect);
-        assert_eq!(present, if n == 1 { vec![true, true] } else { vec![false, true] });
-        let names: Vec<String> = m.varmap().data().lock().unwrap().keys().cloned().collect();
-        assert!(names.iter().any(|k| k == "lang_encoder.transformer.blocks.1.gated_cross_attn_layer.attn.to_kv.weight"));
         assert_eq!(
-            names.iter().any(|k| k.starts_with("lang_encoder.transformer.blocks.0.")),
+            present,
+            if n == 1 {
+                vec![true, true]
+            } else {
+                vec![false, true]
+            }
+        );
+        let names: Vec<String> = m.varmap().data().lock().unwrap().keys().cloned().collect();
+        assert!(
+            names.iter().any(|k| k
+                == "lang_encoder.transformer.blocks.1.gated_cross_attn_layer.attn.to_kv.weight")
+        );
+        assert_eq!(
+            names
+                .iter()
+                .any(|k| k.starts_with("lang_encoder.transformer.blocks.0.")),
             n == 1
         );
-        assert!(names.iter().any(|k| k == "perceiver.layers.1.0.to_kv.weight"));
+        assert!(
+            names
+                .iter()
+                .any(|k| k == "perceiver.layers.1.0.to_kv.weight")
+        );
         let tv = m.trainable_vars();
-        assert!(tv.cross_attn.iter().all(|(k, _)| k.contains("gated_cross_attn")));
-        assert!(tv.perceiver.iter().all(|(k, _)| k.starts_with("perceiver.")));
+        assert!(
+            tv.cross_attn
+                .iter()
+                .all(|(k, _)| k.contains("gated_cross_attn"))
+        );
+        assert!(
+            tv.perceiver
+                .iter()
+                .all(|(k, _)| k.starts_with("perceiver."))
+        );
         assert_eq!(tv.embeddings.len(), 1);
         assert_eq!(tv.cross_attn.len(), if n == 1 { 22 } else { 11 });
     }
@@ -250,7 +361,10 @@ fn shapes_and_zero_gates_leave_lm_unchanged() {
         let rows = vec![vec![5, IMG, 7, 8, IMG, 9], vec![IMG, 3, 4, 5, 6, 7]];
         let logits = m.forward(&px, &ids(&rows), &ones(2, 6)).unwrap();
         assert_eq!(logits.dims(), &[2, 6, VOCAB]);
-        let lm_only = m.lm().forward(&ids(&rows), &AttnCtx::sequential(ones(2, 6), 0), None).unwrap();
+        let lm_only = m
+            .lm()
+            .forward(&ids(&rows), &AttnCtx::sequential(ones(2, 6), 0), None)
+            .unwrap();
         assert_eq!(max_diff(&logits, &lm_only), 0.0, "{kind}");
     }
 }
@@ -266,23 +380,50 @@ fn text_before_first_image_gets_no_attention_but_ffw() {
     let ctx = AttnCtx::sequential(ones(1, 6), 0);
     let lm_only = m.lm().forward(&ids(&rows), &ctx, None).unwrap();
     let logits = m.forward(&px, &ids(&rows), &ones(1, 6)).unwrap();
-    assert!(max_diff(&logits.i((.., 0..2)).unwrap(), &lm_only.i((.., 0..2)).unwrap()) < 1e-6);
-    assert!(max_diff(&logits.i((.., 2..)).unwrap(), &lm_only.i((.., 2..)).unwrap()) > 1e-4);
+    assert!(
+        max_diff(
+            &logits.i((.., 0..2)).unwrap(),
+            &lm_only.i((.., 0..2)).unwrap()
+        ) < 1e-6
+    );
+    assert!(
+        max_diff(
+            &logits.i((.., 2..)).unwrap(),
+            &lm_only.i((.., 2..)).unwrap()
+        ) > 1e-4
+    );
     // Changing only the second image leaves positions before the second <image> unchanged.
     let px2 = Tensor::cat(&[&px.i((.., 0..1)).unwrap(), &pixels(1, 1, 9)], 1).unwrap();
     let logits2 = m.forward(&px2, &ids(&rows), &ones(1, 6)).unwrap();
-    assert!(max_diff(&logits.i((.., 0..4)).unwrap(), &logits2.i((.., 0..4)).unwrap()) < 1e-6);
-    assert!(max_diff(&logits.i((.., 4..)).unwrap(), &logits2.i((.., 4..)).unwrap()) > 1e-5);
+    assert!(
+        max_diff(
+            &logits.i((.., 0..4)).unwrap(),
+            &logits2.i((.., 0..4)).unwrap()
+        ) < 1e-6
+    );
+    assert!(
+        max_diff(
+            &logits.i((.., 4..)).unwrap(),
+            &logits2.i((.., 4..)).unwrap()
+        ) > 1e-5
+    );
     // With the FFW gate on too, text before the first image does change (FFW still applies).
     let m = tiny_model(&d, 1, Some((0.8, 0.6)));
     let logits = m.forward(&px, &ids(&rows), &ones(1, 6)).unwrap();
-    assert!(max_diff(&logits.i((.., 0..2)).unwrap(), &lm_only.i((.., 0..2)).unwrap()) > 1e-4);
+    assert!(
+        max_diff(
+            &logits.i((.., 0..2)).unwrap(),
+            &lm_only.i((.., 0..2)).unwrap()
+        ) > 1e-4
+    );
     // An extra (padding) image beyond the <image> tokens is never attended.
     let px3 = Tensor::cat(&[&px, &pixels(1, 1, 4)], 1).unwrap();
     let logits3 = m.forward(&px3, &ids(&rows), &ones(1, 6)).unwrap();
     assert!(max_diff(&logits, &logits3) < 1e-6);
     // More <image> tokens than images is an input error.
-    let err = m.forward(&px.i((.., 0..1)).unwrap(), &ids(&rows), &ones(1, 6)).unwrap_err();
+    let err = m
+        .forward(&px.i((.., 0..1)).unwrap(), &ids(&rows), &ones(1, 6))
+        .unwrap_err();
     assert!(matches!(err, ModelError::Input(_)), "{err}");
     let _ = dev;
 }
@@ -297,15 +438,30 @@ fn cached_media_step_equals_full_forward() {
     let media = m.encode_media(&px).unwrap();
     let mctx = m.media_context(&media).unwrap();
     let mut cache = m.lm().new_cache();
-    let mask = mctx.mask(&text_time_from_ids(&[prompt.clone()], IMG), &dev).unwrap();
-    m.infer_hidden(&ids(&[prompt.clone()]), &mctx, &mask, &AttnCtx::new(ones(1, 6), 0), Some(&mut cache))
+    let mask = mctx
+        .mask(
+            &text_time_from_ids(std::slice::from_ref(&prompt), IMG),
+            &dev,
+        )
         .unwrap();
+    m.infer_hidden(
+        &ids(std::slice::from_ref(&prompt)),
+        &mctx,
+        &mask,
+        &AttnCtx::new(ones(1, 6), 0),
+        Some(&mut cache),
+    )
+    .unwrap();
     // Two new tokens through the cache, attending to the last cached image.
     let mut stepped = vec![];
     for (k, t) in [10u32, 11].iter().enumerate() {
-        let mask = mctx.mask(&model::cross_attn::text_time_cached(&[2], 1), &dev).unwrap();
+        let mask = mctx
+            .mask(&model::cross_attn::text_time_cached(&[2], 1), &dev)
+            .unwrap();
         let ctx = AttnCtx::new(ones(1, 7 + k), 6 + k);
-        let h = m.infer_hidden(&ids(&[vec![*t]]), &mctx, &mask, &ctx, Some(&mut cache)).unwrap();
+        let h = m
+            .infer_hidden(&ids(&[vec![*t]]), &mctx, &mask, &ctx, Some(&mut cache))
+            .unwrap();
         stepped.push(m.logits(&h).unwrap());
     }
     let full_ids = vec![4u32, IMG, 6, 7, IMG, 8, 10, 11];
@@ -316,9 +472,14 @@ fn cached_media_step_equals_full_forward() {
 
 /// Log-probs of the next token after `rows` by a full forward (brute force, no cache).
 fn next_logprobs(m: &Flamingo, px: &Tensor, row: &[u32]) -> Vec<f32> {
-    let logits = m.forward(px, &ids(&[row.to_vec()]), &ones(1, row.len())).unwrap();
+    let logits = m
+        .forward(px, &ids(&[row.to_vec()]), &ones(1, row.len()))
+        .unwrap();
     let last = logits.i((0, row.len() - 1)).unwrap();
-    candle_nn::ops::log_softmax(&last, D::Minus1).unwrap().to_vec1::<f32>().unwrap()
+    candle_nn::ops::log_softmax(&last, D::Minus1)
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
 }
 
 fn argmax(v: &[f32]) -> usize {
@@ -331,8 +492,11 @@ fn greedy_equals_brute_force_and_beam1_is_greedy() {
     let m = tiny_model(&d, 1, Some((0.9, 0.5)));
     let px = pixels(1, 1, 5);
     let prompt = vec![IMG, 12, 13, 14];
-    let cfg = GenerateConfig { prompt_logprobs: true, ..GenerateConfig::open_flamingo(EOC, PAD, 6, 1) };
-    let batch = PromptBatch::left_padded(&[prompt.clone()], PAD, px.clone()).unwrap();
+    let cfg = GenerateConfig {
+        prompt_logprobs: true,
+        ..GenerateConfig::open_flamingo(EOC, PAD, 6, 1)
+    };
+    let batch = PromptBatch::left_padded(std::slice::from_ref(&prompt), PAD, px.clone()).unwrap();
     let g = &generate(&m, &batch, &cfg).unwrap()[0];
     let mut seq = prompt.clone();
     let mut expect = vec![];
@@ -347,8 +511,15 @@ fn greedy_equals_brute_force_and_beam1_is_greedy() {
     }
     assert_eq!(g.tokens, expect);
     // Prompt log-probs: token k given its prefix.
-    let logits = m.forward(&px, &ids(&[prompt.clone()]), &ones(1, 4)).unwrap();
-    let lp = candle_nn::ops::log_softmax(&logits, D::Minus1).unwrap().i(0).unwrap().to_vec2::<f32>().unwrap();
+    let logits = m
+        .forward(&px, &ids(std::slice::from_ref(&prompt)), &ones(1, 4))
+        .unwrap();
+    let lp = candle_nn::ops::log_softmax(&logits, D::Minus1)
+        .unwrap()
+        .i(0)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
     let want: Vec<f32> = (1..4).map(|k| lp[k - 1][prompt[k] as usize]).collect();
     assert_eq!(g.prompt_logprobs.len(), 3);
     for (a, b) in g.prompt_logprobs.iter().zip(&want) {
@@ -395,12 +566,20 @@ fn beam_search_equals_brute_force_two_steps() {
             for (u, &l) in lp2.iter().enumerate() {
                 let s = (lp1[t] + l) as f64;
                 if s > best.0 {
-                    best = (s, if u as u32 == eos { vec![t as u32, eos] } else { vec![t as u32, u as u32] });
+                    best = (
+                        s,
+                        if u as u32 == eos {
+                            vec![t as u32, eos]
+                        } else {
+                            vec![t as u32, u as u32]
+                        },
+                    );
                 }
             }
         }
         let cfg = GenerateConfig::open_flamingo(eos, PAD, 2, nb);
-        let batch = PromptBatch::left_padded(&[prompt.clone()], PAD, px.clone()).unwrap();
+        let batch =
+            PromptBatch::left_padded(std::slice::from_ref(&prompt), PAD, px.clone()).unwrap();
         let g = &generate(&m, &batch, &cfg).unwrap()[0];
         assert_eq!(g.tokens, best.1, "eos {eos}");
         assert!((g.score - best.0).abs() < 1e-4);
@@ -418,7 +597,17 @@ fn batched_left_padding_equals_one_by_one() {
         let px = pixels(2, 2, 8);
         // Row 2 has one image: its second image slot is zero padding.
         let px = Tensor::stack(
-            &[px.i(0).unwrap(), Tensor::cat(&[&px.i((1, 0..1)).unwrap(), &px.i((1, 0..1)).unwrap().zeros_like().unwrap()], 0).unwrap()],
+            &[
+                px.i(0).unwrap(),
+                Tensor::cat(
+                    &[
+                        &px.i((1, 0..1)).unwrap(),
+                        &px.i((1, 0..1)).unwrap().zeros_like().unwrap(),
+                    ],
+                    0,
+                )
+                .unwrap(),
+            ],
             0,
         )
         .unwrap();
@@ -428,10 +617,21 @@ fn batched_left_padding_equals_one_by_one() {
             let together = generate(&m, &batch, &cfg).unwrap();
             for (r, p) in prompts.iter().enumerate() {
                 let n_img = if r == 0 { 2 } else { 1 };
-                let one = PromptBatch::left_padded(&[p.clone()], PAD, px.i((r..r + 1, 0..n_img)).unwrap()).unwrap();
+                let one = PromptBatch::left_padded(
+                    std::slice::from_ref(p),
+                    PAD,
+                    px.i((r..r + 1, 0..n_img)).unwrap(),
+                )
+                .unwrap();
                 let alone = &generate(&m, &one, &cfg).unwrap()[0];
-                assert_eq!(together[r].tokens, alone.tokens, "{kind} beams {nb} row {r}");
-                assert!((together[r].score - alone.score).abs() < 1e-3, "{kind} beams {nb} row {r}");
+                assert_eq!(
+                    together[r].tokens, alone.tokens,
+                    "{kind} beams {nb} row {r}"
+                );
+                assert!(
+                    (together[r].score - alone.score).abs() < 1e-3,
+                    "{kind} beams {nb} row {r}"
+                );
             }
         }
     }
@@ -444,15 +644,24 @@ fn rank_scores_match_full_forward() {
     let px = pixels(1, 2, 9);
     let ctx = vec![IMG, 5, 6, EOC, IMG, 7];
     let cands = vec![vec![40u32], vec![41, 42, 43]];
-    let batch = PromptBatch::left_padded(&[ctx.clone()], PAD, px.clone()).unwrap();
+    let batch = PromptBatch::left_padded(std::slice::from_ref(&ctx), PAD, px.clone()).unwrap();
     let sums = rank_scores(&m, &batch, &cands, false).unwrap();
     let means = rank_scores(&m, &batch, &cands, true).unwrap();
     for (c, cand) in cands.iter().enumerate() {
         let mut full = ctx.clone();
         full.extend(cand);
-        let logits = m.forward(&px, &ids(&[full.clone()]), &ones(1, full.len())).unwrap();
-        let lp = candle_nn::ops::log_softmax(&logits, D::Minus1).unwrap().i(0).unwrap().to_vec2::<f32>().unwrap();
-        let want: f64 = (0..cand.len()).map(|k| lp[ctx.len() - 1 + k][cand[k] as usize] as f64).sum();
+        let logits = m
+            .forward(&px, &ids(std::slice::from_ref(&full)), &ones(1, full.len()))
+            .unwrap();
+        let lp = candle_nn::ops::log_softmax(&logits, D::Minus1)
+            .unwrap()
+            .i(0)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let want: f64 = (0..cand.len())
+            .map(|k| lp[ctx.len() - 1 + k][cand[k] as usize] as f64)
+            .sum();
         assert!((sums[0][c] - want).abs() < 1e-4, "{} vs {want}", sums[0][c]);
         assert!((means[0][c] - want / cand.len() as f64).abs() < 1e-4);
     }
@@ -469,8 +678,20 @@ fn every_trainable_tensor_gets_a_gradient() {
     let loss = candle_nn::loss::cross_entropy(&logits.i((0, 0..5)).unwrap(), &targets).unwrap();
     let grads = loss.backward().unwrap();
     let tv = m.trainable_vars();
-    for (name, var) in tv.cross_attn.iter().chain(&tv.perceiver).chain(&tv.embeddings) {
-        let g = grads.get(var.as_tensor()).map(|g| g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap());
+    for (name, var) in tv
+        .cross_attn
+        .iter()
+        .chain(&tv.perceiver)
+        .chain(&tv.embeddings)
+    {
+        let g = grads.get(var.as_tensor()).map(|g| {
+            g.abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        });
         assert!(g.unwrap_or(0.0) > 0.0, "no gradient for {name}");
     }
     // At initialisation (gates 0) the gates themselves still get a gradient.
@@ -478,14 +699,29 @@ fn every_trainable_tensor_gets_a_gradient() {
     let logits = m0.forward(&px, &ids(&rows), &ones(1, 6)).unwrap();
     let loss = candle_nn::loss::cross_entropy(&logits.i((0, 0..5)).unwrap(), &targets).unwrap();
     let grads = loss.backward().unwrap();
-    for (name, var) in m0.trainable_vars().cross_attn.iter().filter(|(n, _)| n.ends_with("_gate")) {
-        let g = grads.get(var.as_tensor()).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+    for (name, var) in m0
+        .trainable_vars()
+        .cross_attn
+        .iter()
+        .filter(|(n, _)| n.ends_with("_gate"))
+    {
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         assert!(g > 0.0, "no gradient for {name}");
     }
 }
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/checkpoint").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/checkpoint")
+        .join(name)
 }
 
 fn var_value(m: &Flamingo, key: &str) -> Tensor {
@@ -495,7 +731,8 @@ fn var_value(m: &Flamingo, key: &str) -> Tensor {
 #[test]
 fn checkpoint_layouts_load_with_report() {
     let d = dirs("ckpt", "mpt");
-    let expected = candle_core::safetensors::load(fixture("expected.safetensors"), &Device::Cpu).unwrap();
+    let expected =
+        candle_core::safetensors::load(fixture("expected.safetensors"), &Device::Cpu).unwrap();
     for (file, layout) in [
         ("flat.pt", CheckpointLayout::FlatStateDict),
         ("trainer.pt", CheckpointLayout::TrainerDict),
@@ -504,8 +741,16 @@ fn checkpoint_layouts_load_with_report() {
         let mut m = tiny_model(&d, 1, None);
         let report = load_checkpoint(&mut m, &fixture(file)).unwrap();
         assert_eq!(report.layout, Some(layout), "{file}");
-        assert!(report.missing.is_empty(), "{file}: missing {:?}", report.missing);
-        assert!(report.unexpected.is_empty(), "{file}: unexpected {:?}", report.unexpected);
+        assert!(
+            report.missing.is_empty(),
+            "{file}: missing {:?}",
+            report.missing
+        );
+        assert!(
+            report.unexpected.is_empty(),
+            "{file}: unexpected {:?}",
+            report.unexpected
+        );
         assert_eq!(report.loaded.len(), expected.len(), "{file}");
         for (k, v) in &expected {
             let got = if k == "lang_encoder.transformer.wte.weight" {
@@ -515,7 +760,10 @@ fn checkpoint_layouts_load_with_report() {
             };
             assert_eq!(max_diff(&got, v), 0.0, "{file}: {k}");
         }
-        assert_eq!(m.cross_attn_layers()[1].as_ref().unwrap().gates().unwrap(), (1.25, -1.5));
+        assert_eq!(
+            m.cross_attn_layers()[1].as_ref().unwrap().gates().unwrap(),
+            (1.25, -1.5)
+        );
         if file == "full.pt" {
             let ig = &report.ignored_frozen;
             for k in [
@@ -526,7 +774,10 @@ fn checkpoint_layouts_load_with_report() {
                 "lang_encoder.gated_cross_attn_layers.0.attn.to_q.weight",
                 "lang_encoder.transformer.norm_f.weight",
             ] {
-                assert!(ig.iter().any(|x| x == k), "{k} not reported as ignored: {ig:?}");
+                assert!(
+                    ig.iter().any(|x| x == k),
+                    "{k} not reported as ignored: {ig:?}"
+                );
             }
         }
     }
@@ -534,7 +785,12 @@ fn checkpoint_layouts_load_with_report() {
     let mut m = tiny_model(&d, 2, None);
     let report = load_checkpoint(&mut m, &fixture("flat.pt")).unwrap();
     assert!(report.missing.is_empty());
-    assert!(report.unexpected.iter().any(|k| k.starts_with("lang_encoder.transformer.blocks.0.gated_cross_attn_layer")));
+    assert!(
+        report
+            .unexpected
+            .iter()
+            .any(|k| k.starts_with("lang_encoder.transformer.blocks.0.gated_cross_attn_layer"))
+    );
 }
 
 #[test]
@@ -544,7 +800,8 @@ fn safetensors_round_trip_under_open_flamingo_names() {
     let path = tmp_dir("roundtrip-out").join("trained.safetensors");
     m.save_trainable(&path).unwrap();
     let saved = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
-    let fixture_keys = candle_core::safetensors::load(fixture("expected.safetensors"), &Device::Cpu).unwrap();
+    let fixture_keys =
+        candle_core::safetensors::load(fixture("expected.safetensors"), &Device::Cpu).unwrap();
     let mut a: Vec<&String> = saved.keys().collect();
     let mut b: Vec<&String> = fixture_keys.keys().collect();
     a.sort();
@@ -565,28 +822,45 @@ fn safetensors_round_trip_under_open_flamingo_names() {
 fn bad_checkpoints_are_clear_errors() {
     let d = dirs("badckpt", "mpt");
     let dir = tmp_dir("badckpt-files");
-    let expected = candle_core::safetensors::load(fixture("expected.safetensors"), &Device::Cpu).unwrap();
+    let expected =
+        candle_core::safetensors::load(fixture("expected.safetensors"), &Device::Cpu).unwrap();
     // Missing file.
     let mut m = tiny_model(&d, 1, None);
     let err = load_checkpoint(&mut m, &dir.join("nope.pt")).unwrap_err();
     assert!(err.to_string().contains("nope.pt"), "{err}");
     // Wrong embedding rows (another tokenizer / LM size).
     let mut t = expected.clone();
-    t.insert("lang_encoder.transformer.wte.weight".into(), Tensor::zeros((60, 16), DType::F32, &Device::Cpu).unwrap());
+    t.insert(
+        "lang_encoder.transformer.wte.weight".into(),
+        Tensor::zeros((60, 16), DType::F32, &Device::Cpu).unwrap(),
+    );
     let p = dir.join("wrong_shape.safetensors");
     candle_core::safetensors::save(&t, &p).unwrap();
     let err = load_checkpoint(&mut m, &p).unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("wrong_shape.safetensors") && msg.contains("lang_encoder.transformer.wte.weight"), "{msg}");
+    assert!(
+        msg.contains("wrong_shape.safetensors")
+            && msg.contains("lang_encoder.transformer.wte.weight"),
+        "{msg}"
+    );
     // Cross-attention for another LM's layer layout.
     let other: HashMap<String, Tensor> = expected
         .iter()
-        .map(|(k, v)| (k.replace("transformer.blocks", "gpt_neox.layers").replace("transformer.wte", "gpt_neox.embed_in"), v.clone()))
+        .map(|(k, v)| {
+            (
+                k.replace("transformer.blocks", "gpt_neox.layers")
+                    .replace("transformer.wte", "gpt_neox.embed_in"),
+                v.clone(),
+            )
+        })
         .collect();
     let p = dir.join("other_lm.safetensors");
     candle_core::safetensors::save(&other, &p).unwrap();
     let err = load_checkpoint(&mut m, &p).unwrap_err();
-    assert!(matches!(err, ModelError::CheckpointMismatch { .. }), "{err}");
+    assert!(
+        matches!(err, ModelError::CheckpointMismatch { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("other_lm.safetensors"));
     // Truncated safetensors.
     let bytes = std::fs::read(fixture("expected.safetensors")).unwrap();
@@ -608,7 +882,10 @@ fn load_entry_point_with_defaults() {
     spec.cross_attn_every_n_layers = 2;
     let (m, tok, proc_, report) = Flamingo::load(&spec, &dev).unwrap();
     assert_eq!(report.checkpoint, None);
-    assert_eq!((tok.eoc_id(), tok.image_id(), tok.pad_id(), tok.len()), (EOC, IMG, PAD, VOCAB));
+    assert_eq!(
+        (tok.eoc_id(), tok.image_id(), tok.pad_id(), tok.len()),
+        (EOC, IMG, PAD, VOCAB)
+    );
     assert_eq!(proc_.image_size, 16);
     assert_eq!(m.config().perceiver.num_latents, 64);
     assert_eq!(m.config().cross_attn.heads, 8);
@@ -618,14 +895,23 @@ fn load_entry_point_with_defaults() {
     assert_eq!(logits.dims(), &[1, 3, VOCAB]);
     // Same seed, same initial weights.
     let (m2, ..) = Flamingo::load(&spec, &dev).unwrap();
-    assert_eq!(max_diff(&var_value(&m, "perceiver.latents"), &var_value(&m2, "perceiver.latents")), 0.0);
+    assert_eq!(
+        max_diff(
+            &var_value(&m, "perceiver.latents"),
+            &var_value(&m2, "perceiver.latents")
+        ),
+        0.0
+    );
     // Missing directories and unknown model types name the file.
     let bad = FlamingoSpec::new(d.vision.join("nope"), &d.lm);
     let err = Flamingo::load(&bad, &dev).unwrap_err();
     assert!(err.to_string().contains("nope"), "{err}");
     std::fs::write(d.lm.join("config.json"), r#"{"model_type": "bloom"}"#).unwrap();
     let err = Flamingo::load(&spec, &dev).unwrap_err();
-    assert!(err.to_string().contains("config.json") && err.to_string().contains("bloom"), "{err}");
+    assert!(
+        err.to_string().contains("config.json") && err.to_string().contains("bloom"),
+        "{err}"
+    );
 }
 
 /// The perceiver and a gated cross-attention block reproduce open_flamingo's own modules (outputs
@@ -642,13 +928,28 @@ fn modules_match_open_flamingo_reference_outputs() {
     assert!(max_diff(&media, &io["perceiver_out"]) < 1e-5);
     let rows = vec![vec![5u32, 6, IMG, 7, IMG, 9]];
     let block = m.cross_attn_layers()[1].as_ref().unwrap();
-    let mask = model::cross_attn::MediaMask::new(&text_time_from_ids(&rows, IMG), 2, 3, &dev).unwrap();
-    let out = block.forward(&io["lang_in"], &block.media_kv(&media).unwrap(), &mask).unwrap();
+    let mask =
+        model::cross_attn::MediaMask::new(&text_time_from_ids(&rows, IMG), 2, 3, &dev).unwrap();
+    let out = block
+        .forward(&io["lang_in"], &block.media_kv(&media).unwrap(), &mask)
+        .unwrap();
     assert!(max_diff(&out, &io["xattn_out"]) < 1e-5);
     let block0 = m.cross_attn_layers()[0].as_ref().unwrap();
     let counts = model::cross_attn::media_counts(&rows, IMG);
-    let mask = model::cross_attn::MediaMask::new(&model::cross_attn::text_time_cached(&counts, 2), 2, 3, &dev).unwrap();
-    let out = block0.forward(&io["lang_cached_in"], &block0.media_kv(&media).unwrap(), &mask).unwrap();
+    let mask = model::cross_attn::MediaMask::new(
+        &model::cross_attn::text_time_cached(&counts, 2),
+        2,
+        3,
+        &dev,
+    )
+    .unwrap();
+    let out = block0
+        .forward(
+            &io["lang_cached_in"],
+            &block0.media_kv(&media).unwrap(),
+            &mask,
+        )
+        .unwrap();
     assert!(max_diff(&out, &io["xattn_cached_out"]) < 1e-5);
 }
 
@@ -663,5 +964,10 @@ fn vision_matches_open_clip_reference() {
     assert!(max_diff(&v.forward_tokens(&r["pixels"]).unwrap(), &r["tokens"]) < 1e-4);
     assert!(max_diff(&v.embed_image(&r["pixels"]).unwrap(), &r["pooled"]) < 1e-4);
     let v = VisionEncoder::load(&dir, true, &dev).unwrap();
-    assert!(max_diff(&v.forward_tokens(&r["pixels"]).unwrap(), &r["tokens_ln_post"]) < 1e-4);
+    assert!(
+        max_diff(
+            &v.forward_tokens(&r["pixels"]).unwrap(),
+            &r["tokens_ln_post"]
+        ) < 1e-4
+    );
 }
