@@ -108,6 +108,16 @@ impl PromptBatch {
         Ok(Self { rows, mask, pixels })
     }
 
+    /// A batch from a tokenizer encoding (left padded, as OpenFlamingo's eval tokenizes).
+    pub fn from_encoding(encoding: &crate::tokenizer::BatchEncoding, pixels: Tensor) -> Result<Self> {
+        Self::from_padded(encoding.ids.clone(), encoding.attention_mask.clone(), pixels)
+    }
+
+    /// The padded prompt rows.
+    pub fn rows(&self) -> &[Vec<u32>] {
+        &self.rows
+    }
+
     /// Number of prompts.
     pub fn len(&self) -> usize {
         self.rows.len()
