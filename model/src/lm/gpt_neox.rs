@@ -87,7 +87,7 @@ pub(crate) fn load(ctx: &LoadCtx) -> LoadResult<LoadedFamily> {
         .ok_or_else(|| ctx.config_error(format!("unsupported hidden_act `{}`", c.hidden_act)))?;
     let d = c.hidden_size;
     let h = c.num_attention_heads;
-    if h == 0 || d % h != 0 {
+    if h == 0 || !d.is_multiple_of(h) {
         return Err(ctx.config_error(format!(
             "hidden_size {d} is not divisible by num_attention_heads {h}"
         )));
@@ -177,14 +177,11 @@ impl FamilyBody for GptNeox {
         let k = qkv.narrow(3, hd, hd)?.contiguous()?;
         let v = qkv.narrow(3, 2 * hd, hd)?.contiguous()?;
         let (q, k) = if self.rotary_dims > 0 {
-            let pos = ctx.rotary_positions(b, t)?;
-            let (cos, sin) = ops::rotary_tables(
-                &pos,
-                self.rotary_dims,
-                self.c.rotary_emb_base,
-                x.device(),
-                x.dtype(),
-            )?;
+            let (cos, sin) = ctx.rotary(b, t, self.rotary_dims, self.c.rotary_emb_base, 1.0)?;
+            let (cos, sin) = (
+                cos.to_device(x.device())?.to_dtype(x.dtype())?,
+                sin.to_device(x.device())?.to_dtype(x.dtype())?,
+            );
             (
                 ops::apply_rotary(&q, &cos, &sin)?,
                 ops::apply_rotary(&k, &cos, &sin)?,
@@ -196,7 +193,7 @@ impl FamilyBody for GptNeox {
             Some(c) => c.append(&k, &v)?,
             None => (k, v),
         };
-        let bias = ctx.causal_bias(b, t, x.device())?.to_dtype(x.dtype())?;
+        let bias = ctx.bias(b, t)?.to_device(x.device())?.to_dtype(x.dtype())?;
         let scale = 1.0 / (hd as f32).sqrt() as f64;
         let attn = ops::attention(&q, &k, &v, &bias, Scale::Scores(scale))?;
         let attn = l.dense.forward(&ops::merge_heads(&attn)?)?;

@@ -96,7 +96,7 @@ pub(crate) fn load(ctx: &LoadCtx) -> LoadResult<LoadedFamily> {
     let d = c.hidden_size;
     let h = c.num_attention_heads;
     let kvh = c.num_key_value_heads.unwrap_or(h);
-    if h == 0 || d % h != 0 || kvh == 0 || h % kvh != 0 {
+    if h == 0 || !d.is_multiple_of(h) || kvh == 0 || !h.is_multiple_of(kvh) {
         return Err(ctx.config_error(format!(
             "hidden_size {d}, num_attention_heads {h} and num_key_value_heads {kvh} are inconsistent"
         )));
@@ -188,15 +188,11 @@ impl FamilyBody for Llama {
         let q = ops::split_heads(&l.q.forward(&a)?, h)?;
         let k = ops::split_heads(&l.k.forward(&a)?, self.kv_heads)?;
         let v = ops::split_heads(&l.v.forward(&a)?, self.kv_heads)?;
-        let mut pos = ctx.rotary_positions(b, t)?;
-        if self.rope_factor != 1.0 {
-            for row in &mut pos {
-                for p in row.iter_mut() {
-                    *p /= self.rope_factor;
-                }
-            }
-        }
-        let (cos, sin) = ops::rotary_tables(&pos, hd, self.c.rope_theta, x.device(), x.dtype())?;
+        let (cos, sin) = ctx.rotary(b, t, hd, self.c.rope_theta, self.rope_factor)?;
+        let (cos, sin) = (
+            cos.to_device(x.device())?.to_dtype(x.dtype())?,
+            sin.to_device(x.device())?.to_dtype(x.dtype())?,
+        );
         let q = ops::apply_rotary(&q, &cos, &sin)?;
         let k = ops::apply_rotary(&k, &cos, &sin)?;
         let (k, v) = match cache {
@@ -206,7 +202,7 @@ impl FamilyBody for Llama {
         let n_rep = h / self.kv_heads;
         let k = ops::repeat_kv(&k, n_rep)?;
         let v = ops::repeat_kv(&v, n_rep)?;
-        let bias = ctx.causal_bias(b, t, x.device())?.to_dtype(x.dtype())?;
+        let bias = ctx.bias(b, t)?.to_device(x.device())?.to_dtype(x.dtype())?;
         let attn = ops::attention(&q, &k, &v, &bias, Scale::DivScores((hd as f64).sqrt()))?;
         let x = (x + l.o.forward(&ops::merge_heads(&attn)?)?)?;
         let m = l.post_norm.forward(&x)?;

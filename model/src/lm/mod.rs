@@ -1,11 +1,25 @@
 //! Decoder-only language models (OPT, GPT-NeoX, MPT/MosaicGPT, LLaMA) loaded from HF directories, exposed
 //! layer by layer so that Flamingo can insert gated cross-attention before any decoder layer.
 //!
-//! Every family reads `config.json` and `model.safetensors` (or a sharded `model.safetensors.index.json`) by
-//! HF weight names, and reproduces HF's causal + padding masks, position ids and ALiBi biases under left
-//! padding. All ops are composed differentiable candle ops, so gradients flow through the frozen LM (plain
-//! tensors) into trainable layers upstream of it. Forward methods return [`candle_core::Result`]; loading
-//! returns [`ModelError`].
+//! Every family reads `config.json` and `model.safetensors` (or sharded `model.safetensors.index.json`, or
+//! the PyTorch `pytorch_model.bin` equivalents) by HF weight names, and reproduces HF's causal + padding
+//! masks, position ids and ALiBi biases under left padding. All ops are composed differentiable candle ops,
+//! so gradients flow through the frozen LM (plain tensors) into trainable layers upstream of it. Forward
+//! methods return [`candle_core::Result`]; loading returns [`ModelError`].
+//!
+//! ```ignore
+//! let tok = FlamingoTokenizer::from_dir(dir)?;
+//! let lm = DecoderLm::load(dir, tok.len(), SpecialEmbeddingMode::Trainable, &tok.trainable_token_ids(), &dev)?;
+//! let ctx = AttnCtx::new(mask, 0); // (B, T) mask, 1 = token, 0 = left padding
+//! let mut cache = lm.new_cache();
+//! let mut x = lm.embed(&ids, &ctx)?;
+//! for i in 0..lm.num_layers() {
+//!     // (gated cross-attention goes here)
+//!     x = lm.layer(i, &x, &ctx, Some(&mut cache.layers[i]))?;
+//! }
+//! let logits = lm.logits(&x)?; // (B, T, tok.len())
+//! // next step: AttnCtx::new(mask with one more column of 1s, T) and the 1-token ids.
+//! ```
 
 mod gpt_neox;
 mod llama;
@@ -15,6 +29,7 @@ mod opt;
 pub mod weights;
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use candle_core::{DType, Device, Tensor};
 
@@ -123,8 +138,10 @@ impl LmConfig {
     }
 }
 
-/// How rotary families (GPT-NeoX, LLaMA) derive position ids.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How rotary families (GPT-NeoX, LLaMA) derive position ids. Rotary attention depends only on position
+/// differences, so both rules give the same logits for real tokens up to float rounding (~1e-7); pick the one
+/// HF used to be bit-closest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum PositionRule {
     /// As HF `generate` (`prepare_inputs_for_generation`): `cumsum(mask) - 1`, pads set to 1. A left-padded
     /// row then gets the same positions as its unpadded sequence.
@@ -134,7 +151,9 @@ pub enum PositionRule {
     Sequential,
 }
 
-/// Attention context of one forward call.
+/// Attention context of one forward call. Build it with [`AttnCtx::new`], [`AttnCtx::sequential`] or
+/// [`AttnCtx::unpadded`]; the causal bias and rotary tables derived from it are computed once and shared by
+/// every layer (do not mutate the fields after the first layer call).
 #[derive(Debug, Clone)]
 pub struct AttnCtx {
     /// `(B, past_len + T)`, 1 for real tokens and 0 for padding (left padding in generation); any dtype.
@@ -143,7 +162,20 @@ pub struct AttnCtx {
     pub past_len: usize,
     /// Position-id rule of rotary families (OPT and MPT derive theirs from the mask as HF always does).
     pub positions: PositionRule,
+    memo: Memo,
 }
+
+/// Tensors derived from an [`AttnCtx`], with the parameters they were derived for.
+#[derive(Debug, Clone, Default)]
+struct Memo {
+    bias: OnceLock<(BiasKey, Tensor)>,
+    rotary: OnceLock<(RotaryKey, Tensor, Tensor)>,
+}
+
+/// (B, T, past_len) of a cached causal bias.
+type BiasKey = (usize, usize, usize);
+/// (B, T, past_len, rule, rotary dims, base bits, scale bits) of cached rotary tables.
+type RotaryKey = (usize, usize, usize, PositionRule, usize, u64, u32);
 
 impl AttnCtx {
     /// A context with HF `generate` position semantics ([`PositionRule::FromMask`]).
@@ -152,6 +184,7 @@ impl AttnCtx {
             attention_mask,
             past_len,
             positions: PositionRule::FromMask,
+            memo: Memo::default(),
         }
     }
 
@@ -161,6 +194,7 @@ impl AttnCtx {
             attention_mask,
             past_len,
             positions: PositionRule::Sequential,
+            memo: Memo::default(),
         }
     }
 
@@ -175,6 +209,53 @@ impl AttnCtx {
             Tensor::ones((b, past_len + t), DType::U32, device)?,
             past_len,
         ))
+    }
+
+    /// The additive causal + padding bias `(B, 1, T, past+T)` in f32, computed once per context.
+    pub(crate) fn bias(&self, b: usize, t: usize) -> candle_core::Result<Tensor> {
+        let key = (b, t, self.past_len);
+        if let Some((k, bias)) = self.memo.bias.get()
+            && *k == key
+        {
+            return Ok(bias.clone());
+        }
+        let bias = self.causal_bias(b, t, self.attention_mask.device())?;
+        let _ = self.memo.bias.set((key, bias.clone()));
+        Ok(bias)
+    }
+
+    /// Rotary `cos`, `sin` `(B, 1, T, rot)` for the new tokens (positions divided by `scale`), computed once
+    /// per context and rotary setting.
+    pub(crate) fn rotary(
+        &self,
+        b: usize,
+        t: usize,
+        rot: usize,
+        base: f64,
+        scale: f32,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        let key = (
+            b,
+            t,
+            self.past_len,
+            self.positions,
+            rot,
+            base.to_bits(),
+            scale.to_bits(),
+        );
+        if let Some((k, cos, sin)) = self.memo.rotary.get()
+            && *k == key
+        {
+            return Ok((cos.clone(), sin.clone()));
+        }
+        let mut pos = self.rotary_positions(b, t)?;
+        if scale != 1.0 {
+            pos.iter_mut().flatten().for_each(|p| *p /= scale);
+        }
+        let dev = self.attention_mask.device();
+        let (cos, sin) = ops::rotary_tables(&pos, rot, base, dev, DType::F32)?;
+        let _ = self.memo.rotary.set((key, cos.clone(), sin.clone()));
+        Ok((cos, sin))
     }
 
     /// The mask as host rows of 0/1, after checking it is `(b, past_len + t)`.

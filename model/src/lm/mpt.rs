@@ -13,23 +13,32 @@ use super::ops::{self, LayerNorm, Linear, Scale};
 use super::{AttnCtx, FamilyBody, LayerCache, LmConfig, LmFamily, LoadCtx, LoadedFamily};
 use crate::error::Result as LoadResult;
 
-/// `attn_config` of an `mpt` config.json.
-#[derive(Debug, Clone, Deserialize, Default)]
+/// `attn_config` of an `mpt` config.json. Defaults are HF's `MptAttentionConfig` (ALiBi on), because HF's
+/// native MPT writes only the values that differ from them; MPT-7B's remote-code config lists every key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
 struct MptAttnConfig {
-    #[serde(default)]
     attn_type: Option<String>,
-    #[serde(default)]
     qk_ln: bool,
-    #[serde(default)]
     clip_qkv: Option<f64>,
-    #[serde(default)]
     softmax_scale: Option<f64>,
-    #[serde(default)]
     prefix_lm: Option<bool>,
-    #[serde(default)]
     alibi: bool,
-    #[serde(default = "default_alibi_max")]
     alibi_bias_max: f64,
+}
+
+impl Default for MptAttnConfig {
+    fn default() -> Self {
+        Self {
+            attn_type: None,
+            qk_ln: false,
+            clip_qkv: None,
+            softmax_scale: None,
+            prefix_lm: None,
+            alibi: true,
+            alibi_bias_max: 8.0,
+        }
+    }
 }
 
 fn default_alibi_max() -> f64 {
@@ -71,6 +80,12 @@ struct MptConfig {
     init_config: MptInitConfig,
     #[serde(default)]
     norm_type: Option<String>,
+    #[serde(default = "default_eps")]
+    layer_norm_epsilon: f64,
+}
+
+fn default_eps() -> f64 {
+    1e-5
 }
 
 /// `config.json` of MosaicGPT (`model_type: mosaic_gpt`).
@@ -121,6 +136,7 @@ struct Settings {
     no_bias: bool,
     logit_scale: Option<f64>,
     init_std: f64,
+    eps: f64,
 }
 
 /// HF key names of one layout.
@@ -166,20 +182,20 @@ fn settings(ctx: &LoadCtx) -> LoadResult<Settings> {
     let s = if ctx.family == LmFamily::Mpt {
         let c: MptConfig = ctx.parse()?;
         let a = &c.attn_config;
-        if let Some(t) = &a.attn_type {
-            if t != "multihead_attention" {
-                return Err(ctx.config_error(format!(
-                    "attn_config.attn_type `{t}` is not supported (only multihead_attention)"
-                )));
-            }
+        if let Some(t) = &a.attn_type
+            && t != "multihead_attention"
+        {
+            return Err(ctx.config_error(format!(
+                "attn_config.attn_type `{t}` is not supported (only multihead_attention)"
+            )));
         }
         if a.prefix_lm == Some(true) {
             return Err(ctx.config_error("attn_config.prefix_lm = true is not supported"));
         }
-        if let Some(n) = &c.norm_type {
-            if !n.ends_with("layernorm") {
-                return Err(ctx.config_error(format!("norm_type `{n}` is not supported")));
-            }
+        if let Some(n) = &c.norm_type
+            && !n.ends_with("layernorm")
+        {
+            return Err(ctx.config_error(format!("norm_type `{n}` is not supported")));
         }
         Settings {
             d_model: c.d_model,
@@ -197,6 +213,7 @@ fn settings(ctx: &LoadCtx) -> LoadResult<Settings> {
             no_bias: c.no_bias,
             logit_scale: parse_logit_scale(ctx, &c.logit_scale, c.d_model)?,
             init_std: c.init_config.init_std.unwrap_or(0.02),
+            eps: c.layer_norm_epsilon,
         }
     } else {
         let c: MosaicGptConfig = ctx.parse()?;
@@ -219,6 +236,7 @@ fn settings(ctx: &LoadCtx) -> LoadResult<Settings> {
             no_bias: c.no_bias,
             logit_scale: parse_logit_scale(ctx, &c.logit_scale, c.d_model)?,
             init_std: c.init_std,
+            eps: EPS,
         }
     };
     if s.n_heads == 0 || s.d_model % s.n_heads != 0 {
@@ -281,17 +299,18 @@ pub(crate) fn load(ctx: &LoadCtx) -> LoadResult<LoadedFamily> {
     let w = ctx.weights;
     let d = s.d_model;
     let bias = |name: &str, n: usize| -> LoadResult<Option<Tensor>> {
+        // HF's native MPT drops every bias whatever `no_bias` says, so a bias is optional.
         if s.no_bias {
             Ok(None)
         } else {
-            w.get(name, &[n]).map(Some)
+            w.get_opt(name, &[n])
         }
     };
     let norm = |p: &str| -> LoadResult<LayerNorm> {
         Ok(LayerNorm::new(
             Some(w.get(&format!("{p}.weight"), &[d])?),
             bias(&format!("{p}.bias"), d)?,
-            EPS,
+            s.eps,
         ))
     };
     let linear = |p: &str, out: usize, inp: usize| -> LoadResult<Linear> {
@@ -299,6 +318,18 @@ pub(crate) fn load(ctx: &LoadCtx) -> LoadResult<LoadedFamily> {
             w.get(&format!("{p}.weight"), &[out, inp])?,
             bias(&format!("{p}.bias"), out)?,
         ))
+    };
+    // HF's native MPT (transformers >= 4.33) builds a 4·d MLP whatever `expansion_ratio` says; accept the
+    // width of the stored weights when it is 4·d.
+    let ffn = match ctx.family {
+        LmFamily::Mpt => {
+            let up = format!("transformer.blocks.0.{}.weight", names.up);
+            match w.get_any_shape(&up).ok().map(|t| t.dims().to_vec()) {
+                Some(dims) if dims == [4 * d, d] => 4 * d,
+                _ => s.ratio * d,
+            }
+        }
+        _ => s.ratio * d,
     };
     let mut blocks = Vec::with_capacity(s.n_layers);
     for i in 0..s.n_layers {
@@ -318,8 +349,8 @@ pub(crate) fn load(ctx: &LoadCtx) -> LoadResult<LoadedFamily> {
             },
             out_proj: linear(&format!("{p}.attn.out_proj"), d, d)?,
             norm_2: norm(&format!("{p}.{}", names.norm_2))?,
-            up: linear(&format!("{p}.{}", names.up), s.ratio * d, d)?,
-            down: linear(&format!("{p}.{}", names.down), d, s.ratio * d)?,
+            up: linear(&format!("{p}.{}", names.up), ffn, d)?,
+            down: linear(&format!("{p}.{}", names.down), d, ffn)?,
         });
     }
     let norm_f = norm(names.norm_f)?;
@@ -414,7 +445,7 @@ impl FamilyBody for Mpt {
             None => (k, v),
         };
         let s_k = k.dim(2)?;
-        let mut bias = ctx.causal_bias(b, t, x.device())?.to_dtype(x.dtype())?;
+        let mut bias = ctx.bias(b, t)?.to_device(x.device())?.to_dtype(x.dtype())?;
         if self.s.alibi {
             let mut alibi = Vec::with_capacity(h * s_k);
             for &slope in &self.slopes {

@@ -86,7 +86,7 @@ pub(crate) fn load(ctx: &LoadCtx) -> LoadResult<LoadedFamily> {
     })?;
     let d = c.hidden_size;
     let h = c.num_attention_heads;
-    if h == 0 || d % h != 0 {
+    if h == 0 || !d.is_multiple_of(h) {
         return Err(ctx.config_error(format!(
             "hidden_size {d} is not divisible by num_attention_heads {h}"
         )));
@@ -228,7 +228,7 @@ impl FamilyBody for Opt {
             Some(c) => c.append(&k, &v)?,
             None => (k, v),
         };
-        let bias = ctx.causal_bias(b, t, x.device())?.to_dtype(x.dtype())?;
+        let bias = ctx.bias(b, t)?.to_device(x.device())?.to_dtype(x.dtype())?;
         let scale = ((d / h) as f64).powf(-0.5);
         let attn = ops::attention(&q, &k, &v, &bias, Scale::Query(scale))?;
         let mut x = (residual + l.out.forward(&ops::merge_heads(&attn)?)?)?;

@@ -1,8 +1,11 @@
-//! HF weight files: `model.safetensors` or sharded `model.safetensors.index.json`, read by tensor name.
+//! HF weight files read by tensor name: `model.safetensors`, sharded `model.safetensors.index.json`, and (for
+//! the many older checkpoints that only ship them) PyTorch `pytorch_model.bin` / `pytorch_model.bin.index.json`
+//! read with candle's pickle reader, which executes no code.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use candle_core::pickle::PthTensors;
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 
@@ -12,10 +15,61 @@ use crate::error::{ModelError, Result};
 pub const SINGLE_FILE: &str = "model.safetensors";
 /// Name of the index of sharded HF weights.
 pub const INDEX_FILE: &str = "model.safetensors.index.json";
+/// Name of the single-file PyTorch weights of an HF model directory.
+pub const PTH_SINGLE_FILE: &str = "pytorch_model.bin";
+/// Name of the index of sharded PyTorch weights.
+pub const PTH_INDEX_FILE: &str = "pytorch_model.bin.index.json";
 
-/// The safetensors files of one HF model directory, with the file that holds each tensor.
+/// One opened weight file.
+enum WeightFile {
+    Safetensors(MmapedSafetensors),
+    Pth(PthTensors),
+}
+
+impl WeightFile {
+    fn open(path: &Path) -> Result<Self> {
+        let is_pth = path
+            .extension()
+            .is_some_and(|e| e == "bin" || e == "pt" || e == "pth");
+        if is_pth {
+            PthTensors::new(path, None)
+                .map(Self::Pth)
+                .map_err(|e| ModelError::Safetensors {
+                    path: path.to_path_buf(),
+                    message: format!("not a readable PyTorch zip checkpoint either: {e}"),
+                })
+        } else {
+            // SAFETY: the file is mapped read-only; the crate never writes weight files while a model is loaded.
+            unsafe { MmapedSafetensors::new(path) }
+                .map(Self::Safetensors)
+                .map_err(|e| ModelError::Safetensors {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })
+        }
+    }
+
+    fn names(&self) -> Vec<String> {
+        match self {
+            Self::Safetensors(st) => st.tensors().into_iter().map(|(n, _)| n).collect(),
+            Self::Pth(p) => p.tensor_infos().keys().cloned().collect(),
+        }
+    }
+
+    fn load(&self, name: &str, device: &Device) -> candle_core::Result<Tensor> {
+        match self {
+            Self::Safetensors(st) => st.load(name, device),
+            Self::Pth(p) => match p.get(name)? {
+                Some(t) => t.to_device(device),
+                None => candle_core::bail!("not found"),
+            },
+        }
+    }
+}
+
+/// The weight files of one HF model directory, with the file that holds each tensor.
 pub struct Weights {
-    files: Vec<(PathBuf, MmapedSafetensors)>,
+    files: Vec<(PathBuf, WeightFile)>,
     /// Tensor name → index into `files`.
     names: HashMap<String, usize>,
     /// The path errors about a missing tensor name (the index when sharded).
@@ -25,10 +79,18 @@ pub struct Weights {
 }
 
 impl Weights {
-    /// Opens `dir/model.safetensors`, or the shards listed by `dir/model.safetensors.index.json`.
+    /// Opens the shards listed by `dir/model.safetensors.index.json`, else `dir/model.safetensors`, else the
+    /// PyTorch equivalents (`pytorch_model.bin.index.json`, `pytorch_model.bin`).
     pub fn open(dir: &Path, device: &Device, dtype: DType) -> Result<Self> {
-        let single = dir.join(SINGLE_FILE);
-        let index = dir.join(INDEX_FILE);
+        let has = |name: &str| dir.join(name).is_file();
+        let (index, single) = if !has(INDEX_FILE)
+            && !has(SINGLE_FILE)
+            && (has(PTH_INDEX_FILE) || has(PTH_SINGLE_FILE))
+        {
+            (dir.join(PTH_INDEX_FILE), dir.join(PTH_SINGLE_FILE))
+        } else {
+            (dir.join(INDEX_FILE), dir.join(SINGLE_FILE))
+        };
         let (origin, shard_paths, declared): (
             PathBuf,
             Vec<PathBuf>,
@@ -58,7 +120,9 @@ impl Weights {
                 path: single,
                 source: std::io::Error::new(
                     std::io::ErrorKind::NotFound,
-                    format!("no {SINGLE_FILE} or {INDEX_FILE} in this directory"),
+                    format!(
+                        "no {SINGLE_FILE}, {INDEX_FILE}, {PTH_SINGLE_FILE} or {PTH_INDEX_FILE} in this directory"
+                    ),
                 ),
             });
         };
@@ -74,16 +138,11 @@ impl Weights {
                     ),
                 });
             }
-            // SAFETY: the file is mapped read-only; the crate never writes weight files while a model is loaded.
-            let st =
-                unsafe { MmapedSafetensors::new(&path) }.map_err(|e| ModelError::Safetensors {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?;
-            for (name, _) in st.tensors() {
+            let file = WeightFile::open(&path)?;
+            for name in file.names() {
                 names.insert(name, i);
             }
-            files.push((path, st));
+            files.push((path, file));
         }
         if let Some(declared) = declared {
             for (name, shard) in declared {
@@ -158,13 +217,13 @@ impl Weights {
                 message: "missing".to_string(),
             });
         };
-        let (path, st) = &self.files[i];
+        let (path, file) = &self.files[i];
         let err = |e: candle_core::Error| ModelError::Tensor {
             path: path.clone(),
             name: name.to_string(),
             message: e.to_string(),
         };
-        let t = st.load(name, &self.device).map_err(err)?;
+        let t = file.load(name, &self.device).map_err(err)?;
         t.to_dtype(self.dtype).map_err(err)
     }
 
