@@ -109,8 +109,15 @@ impl PromptBatch {
     }
 
     /// A batch from a tokenizer encoding (left padded, as OpenFlamingo's eval tokenizes).
-    pub fn from_encoding(encoding: &crate::tokenizer::BatchEncoding, pixels: Tensor) -> Result<Self> {
-        Self::from_padded(encoding.ids.clone(), encoding.attention_mask.clone(), pixels)
+    pub fn from_encoding(
+        encoding: &crate::tokenizer::BatchEncoding,
+        pixels: Tensor,
+    ) -> Result<Self> {
+        Self::from_padded(
+            encoding.ids.clone(),
+            encoding.attention_mask.clone(),
+            pixels,
+        )
     }
 
     /// The padded prompt rows.
@@ -145,6 +152,10 @@ pub struct Generation {
     pub score: f64,
     /// Log-prob of each real prompt token after the first given its prefix (when asked for).
     pub prompt_logprobs: Vec<f32>,
+    /// Whether any decoding step of this `generate` call (any row or beam) fed `<image>` back into
+    /// the model. The reference then re-conditions every row's media locations, so outputs can
+    /// depend on the batch; this crate reproduces that.
+    pub fed_media_token: bool,
 }
 
 struct Prefill {
@@ -210,12 +221,41 @@ fn prefill(
     })
 }
 
+/// The media locations the reference's Flamingo layers are conditioned on during decoding, as
+/// per-row `<image>` counts. They are indexed by batch row and, as in the reference, not reordered
+/// when beams are: HF reorders only the KV cache.
+struct MediaState {
+    counts: Vec<u32>,
+    media_token: u32,
+    fed_media_token: bool,
+}
+
+impl MediaState {
+    /// Per-position image indices for one step feeding `tokens` (one per row). Without `<image>`
+    /// in the step, every row attends to the last image of its conditioned locations (cached
+    /// media). If any row feeds `<image>`, the reference re-conditions all rows on this step's
+    /// tokens alone: a fed `<image>` attends to image 1, the other rows to nothing, and later steps
+    /// count the images of this step.
+    fn step(&mut self, tokens: &[u32]) -> Vec<Vec<u32>> {
+        if tokens.contains(&self.media_token) {
+            self.fed_media_token = true;
+            self.counts = tokens
+                .iter()
+                .map(|&t| u32::from(t == self.media_token))
+                .collect();
+            self.counts.iter().map(|&c| vec![c]).collect()
+        } else {
+            text_time_cached(&self.counts, 1)
+        }
+    }
+}
+
 /// One decoding step: feeds `tokens` (one per row) and returns `(rows, V)` log-probs.
 fn step(
     model: &Flamingo,
     tokens: &[u32],
     media: &MediaContext,
-    counts: &[u32],
+    state: &mut MediaState,
     mask_rows: &[Vec<u32>],
     cache: &mut KvCache,
 ) -> Result<Tensor> {
@@ -223,7 +263,7 @@ fn step(
     let past = cache.past_len();
     let ids = Tensor::from_vec(tokens.to_vec(), (tokens.len(), 1), dev)?;
     let ctx = AttnCtx::new(mask_tensor(mask_rows, dev)?, past);
-    let mask = media.mask(&text_time_cached(counts, 1), dev)?;
+    let mask = media.mask(&state.step(tokens), dev)?;
     let hidden = model.infer_hidden(&ids, media, &mask, &ctx, Some(cache))?;
     let logits = model.logits(&hidden)?.squeeze(1)?;
     Ok(candle_nn::ops::log_softmax(
@@ -290,6 +330,11 @@ fn greedy(
 ) -> Result<Vec<Generation>> {
     let b = batch.len();
     let mut mask_rows = batch.mask.clone();
+    let mut state = MediaState {
+        counts,
+        media_token: model.config().media_token_id,
+        fed_media_token: false,
+    };
     let mut lp = first.to_vec2::<f32>()?;
     let mut done = vec![false; b];
     let mut out: Vec<Generation> = (0..b)
@@ -298,6 +343,7 @@ fn greedy(
             token_logprobs: vec![],
             score: 0.0,
             prompt_logprobs: vec![],
+            fed_media_token: false,
         })
         .collect();
     for n in 0..cfg.max_new_tokens {
@@ -323,7 +369,10 @@ fn greedy(
         for m in &mut mask_rows {
             m.push(1);
         }
-        lp = step(model, &tokens, &media, &counts, &mask_rows, &mut cache)?.to_vec2::<f32>()?;
+        lp = step(model, &tokens, &media, &mut state, &mask_rows, &mut cache)?.to_vec2::<f32>()?;
+    }
+    for g in &mut out {
+        g.fed_media_token = state.fed_media_token;
     }
     Ok(out)
 }
@@ -441,7 +490,11 @@ fn beam_search(
     let rep_t = Tensor::new(rep.as_slice(), &dev)?;
     cache.reorder(&rep_t)?;
     let media = media.index_rows(&rep_t)?;
-    let counts: Vec<u32> = rep.iter().map(|&r| counts[r as usize]).collect();
+    let mut state = MediaState {
+        counts: rep.iter().map(|&r| counts[r as usize]).collect(),
+        media_token: model.config().media_token_id,
+        fed_media_token: false,
+    };
     let mut mask_rows: Vec<Vec<u32>> = rep
         .iter()
         .map(|&r| batch.mask[r as usize].clone())
@@ -540,9 +593,16 @@ fn beam_search(
         for m in &mut mask_rows {
             m.push(1);
         }
-        lp = step(model, &next_tokens, &media, &counts, &mask_rows, &mut cache)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
+        lp = step(
+            model,
+            &next_tokens,
+            &media,
+            &mut state,
+            &mask_rows,
+            &mut cache,
+        )?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
     }
     // Finalize: open beams of unfinished prompts join the hypotheses.
     let mut out = Vec::with_capacity(b);
@@ -571,6 +631,7 @@ fn beam_search(
             token_logprobs: best.logprobs.clone(),
             score: best.score,
             prompt_logprobs: vec![],
+            fed_media_token: state.fed_media_token,
         });
     }
     Ok(out)
@@ -631,4 +692,45 @@ pub fn rank_scores(
         }
     }
     Ok(scores)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fed_image_token_reconditions_every_row() {
+        let mut s = MediaState {
+            counts: vec![2, 1, 3],
+            media_token: 9,
+            fed_media_token: false,
+        };
+        // No <image>: each row attends to the last image of its prompt.
+        assert_eq!(s.step(&[4, 5, 6]), vec![vec![2], vec![1], vec![3]]);
+        assert!(!s.fed_media_token);
+        // Row 1 feeds <image>: it attends to image 1, the others to nothing (reference quirk).
+        assert_eq!(s.step(&[4, 9, 6]), vec![vec![0], vec![1], vec![0]]);
+        assert!(s.fed_media_token);
+        // Later steps count this step's images only.
+        assert_eq!(s.step(&[4, 5, 6]), vec![vec![0], vec![1], vec![0]]);
+    }
+
+    #[test]
+    fn beam_hypotheses_keep_the_best_and_stop_like_hf() {
+        let mut h = BeamHyps::new(2, 0.0);
+        h.add(-3.0, 5, vec![1], vec![-3.0], true);
+        assert!(!h.is_done(-1.0, 5));
+        h.add(-1.0, 5, vec![2], vec![-1.0], true);
+        h.add(-2.0, 6, vec![3], vec![-2.0], false);
+        assert_eq!(h.beams.len(), 2);
+        assert_eq!(h.worst_score, -2.0);
+        assert_eq!(h.best().map(|b| b.tokens.clone()), Some(vec![2]));
+        // Done once the worst kept score beats the best still reachable.
+        assert!(h.is_done(-2.5, 6));
+        assert!(!h.is_done(-1.5, 6));
+        assert_eq!(
+            top_k([(1.0, 0), (3.0, 1), (2.0, 2), (3.0, 3)].into_iter(), 3),
+            vec![(3.0, 1), (3.0, 3), (2.0, 2)]
+        );
+    }
 }

@@ -590,27 +590,24 @@ fn beam_search_equals_brute_force_two_steps() {
 
 #[test]
 fn batched_left_padding_equals_one_by_one() {
+    // Comparable only while no decoding step feeds <image> back: the reference then re-conditions
+    // every row (see `Generation::fed_media_token`), so the batch would matter.
+    let mut compared = 0;
     for kind in ["mpt", "opt"] {
         let d = dirs(&format!("batch-{kind}"), kind);
         let m = tiny_model(&d, 2, Some((0.9, 0.5)));
         let prompts = vec![vec![IMG, 5, 6, 7, 8, IMG, 9], vec![IMG, 30, 31]];
         let px = pixels(2, 2, 8);
         // Row 2 has one image: its second image slot is zero padding.
-        let px = Tensor::stack(
+        let row2 = Tensor::cat(
             &[
-                px.i(0).unwrap(),
-                Tensor::cat(
-                    &[
-                        &px.i((1, 0..1)).unwrap(),
-                        &px.i((1, 0..1)).unwrap().zeros_like().unwrap(),
-                    ],
-                    0,
-                )
-                .unwrap(),
+                &px.i((1, 0..1)).unwrap(),
+                &px.i((1, 0..1)).unwrap().zeros_like().unwrap(),
             ],
             0,
         )
         .unwrap();
+        let px = Tensor::stack(&[px.i(0).unwrap(), row2], 0).unwrap();
         for nb in [1, 3] {
             let cfg = GenerateConfig::open_flamingo(EOC, PAD, 5, nb);
             let batch = PromptBatch::left_padded(&prompts, PAD, px.clone()).unwrap();
@@ -624,6 +621,10 @@ fn batched_left_padding_equals_one_by_one() {
                 )
                 .unwrap();
                 let alone = &generate(&m, &one, &cfg).unwrap()[0];
+                if together[r].fed_media_token || alone.fed_media_token {
+                    continue;
+                }
+                compared += 1;
                 assert_eq!(
                     together[r].tokens, alone.tokens,
                     "{kind} beams {nb} row {r}"
@@ -635,6 +636,7 @@ fn batched_left_padding_equals_one_by_one() {
             }
         }
     }
+    assert!(compared >= 4, "only {compared} comparisons were possible");
 }
 
 #[test]
