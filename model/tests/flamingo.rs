@@ -767,7 +767,7 @@ fn checkpoint_layouts_load_with_report() {
             (1.25, -1.5)
         );
         if file == "full.pt" {
-            let ig = &report.ignored;
+            let ig = &report.ignored_frozen;
             for k in [
                 "vision_encoder.conv1.weight",
                 "vision_encoder.positional_embedding",
