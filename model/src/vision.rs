@@ -279,6 +279,20 @@ impl VisionEncoder {
             .and_then(|v| v.as_bool())
             .unwrap_or(false);
         let pre = root.get("preprocess_cfg");
+        // Only open_clip's default validation transform (shortest-side bicubic + centre crop) is
+        // implemented; refuse configs that ask for another.
+        for (key, allowed) in [("resize_mode", "shortest"), ("interpolation", "bicubic")] {
+            match pre.and_then(|p| p.get(key)) {
+                None | Some(Value::Null) => {}
+                Some(Value::String(v)) if v == allowed => {}
+                Some(v) => {
+                    return Err(ModelError::config(
+                        cfg_path,
+                        format!("preprocess_cfg.{key} = {v} is not supported (only \"{allowed}\")"),
+                    ));
+                }
+            }
+        }
         let cfg = VisionConfig {
             image_size: usize_field(vc, "image_size", Some(224), cfg_path)?,
             patch_size: usize_field(vc, "patch_size", Some(16), cfg_path)?,
