@@ -272,6 +272,23 @@ fn step(
     )?)
 }
 
+/// Errors unless every id is a row of the model's vocabulary (no out-of-range indexing later).
+fn check_ids<'a>(
+    model: &Flamingo,
+    what: &str,
+    ids: impl IntoIterator<Item = &'a u32>,
+) -> Result<()> {
+    let vocab = model.lm().vocab_len();
+    for &id in ids {
+        if id as usize >= vocab {
+            return Err(ModelError::Input(format!(
+                "{what}: token id {id} is outside the vocabulary of {vocab} rows"
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn argmax(row: &[f32]) -> usize {
     let mut best = 0;
     for (i, &v) in row.iter().enumerate() {
@@ -291,6 +308,12 @@ pub fn generate(
     if cfg.num_beams == 0 {
         return Err(ModelError::Input("num_beams must be at least 1".into()));
     }
+    check_ids(model, "prompt", batch.rows.iter().flatten())?;
+    check_ids(
+        model,
+        "eos/pad token",
+        [&cfg.eos_token_id, &cfg.pad_token_id],
+    )?;
     let pre = prefill(model, batch, PositionRule::FromMask, cfg.prompt_logprobs)?;
     let mut out = if cfg.num_beams == 1 {
         greedy(
@@ -651,6 +674,8 @@ pub fn rank_scores(
     normalize_length: bool,
 ) -> Result<Vec<Vec<f64>>> {
     let dev = model.device().clone();
+    check_ids(model, "context", batch.rows.iter().flatten())?;
+    check_ids(model, "candidate", candidates.iter().flatten())?;
     let pre = prefill(model, batch, PositionRule::Sequential, false)?;
     let b = batch.len();
     let first = pre.next_logprobs.to_vec2::<f32>()?;

@@ -648,6 +648,8 @@ fn rank_scores_match_full_forward() {
     let cands = vec![vec![40u32], vec![41, 42, 43]];
     let batch = PromptBatch::left_padded(std::slice::from_ref(&ctx), PAD, px.clone()).unwrap();
     let sums = rank_scores(&m, &batch, &cands, false).unwrap();
+    let err = rank_scores(&m, &batch, &[vec![VOCAB as u32]], false).unwrap_err();
+    assert!(matches!(err, ModelError::Input(_)), "{err}");
     let means = rank_scores(&m, &batch, &cands, true).unwrap();
     for (c, cand) in cands.iter().enumerate() {
         let mut full = ctx.clone();
