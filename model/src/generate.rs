@@ -179,7 +179,7 @@ fn prefill(
     want_prompt: bool,
 ) -> Result<Prefill> {
     let dev = model.device().clone();
-    let media = model.encode_media(&batch.pixels)?.detach();
+    let media = model.encode_media_inference(&batch.pixels)?;
     let media = model.media_context(&media)?;
     model.check_media_counts(&batch.rows, media.num_media())?;
     let media_id = model.config().media_token_id;
@@ -193,7 +193,8 @@ fn prefill(
     let mut cache = model.lm().new_cache();
     let hidden = model.infer_hidden(&ids, &media, &mask, &ctx, Some(&mut cache))?;
     let l = batch.width();
-    let last = model.logits(&hidden.narrow(1, l - 1, 1)?)?.squeeze(1)?;
+    // (B, D) rather than (B, 1, D): one matmul reads the output table once for all rows.
+    let last = model.logits(&hidden.i((.., l - 1))?.contiguous()?)?;
     let next_logprobs = candle_nn::ops::log_softmax(&last.to_dtype(DType::F32)?, D::Minus1)?;
     let mut prompt_logprobs = vec![Vec::new(); batch.len()];
     if want_prompt {
@@ -265,7 +266,7 @@ fn step(
     let ctx = AttnCtx::new(mask_tensor(mask_rows, dev)?, past);
     let mask = media.mask(&state.step(tokens), dev)?;
     let hidden = model.infer_hidden(&ids, media, &mask, &ctx, Some(cache))?;
-    let logits = model.logits(&hidden)?.squeeze(1)?;
+    let logits = model.logits(&hidden.squeeze(1)?)?;
     Ok(candle_nn::ops::log_softmax(
         &logits.to_dtype(DType::F32)?,
         D::Minus1,
