@@ -464,8 +464,20 @@ impl Flamingo {
         ids: &Tensor,
         attention_mask: &Tensor,
     ) -> Result<Tensor> {
+        let features = self.vision_features(pixels)?;
+        self.forward_features(&features, ids, attention_mask)
+    }
+
+    /// [`Flamingo::forward`] from precomputed frozen vision features `(B, T_img, P, D_vis)`
+    /// ([`Flamingo::vision_features`]), e.g. cached across training epochs.
+    pub fn forward_features(
+        &self,
+        features: &Tensor,
+        ids: &Tensor,
+        attention_mask: &Tensor,
+    ) -> Result<Tensor> {
         let rows = ids.to_dtype(DType::U32)?.to_vec2::<u32>()?;
-        let media = self.encode_media(pixels)?;
+        let media = self.perceiver.forward(features)?;
         let ctxm = self.media_context(&media)?;
         self.check_media_counts(&rows, ctxm.num_media())?;
         let mask = ctxm.mask(
