@@ -671,6 +671,41 @@ fn rank_scores_match_full_forward() {
     }
 }
 
+/// The shared-cache mode (MosaicGPT remote code): candidate 2 is scored after the context and all
+/// of candidate 1's tokens, except its first token, which the context alone predicts.
+#[test]
+fn rank_scores_shared_cache_mode() {
+    let d = dirs("rank-shared", "mpt");
+    let m = tiny_model(&d, 1, Some((0.9, 0.5)));
+    let px = pixels(1, 1, 14);
+    let ctx = vec![IMG, 5, 6, 7];
+    let cands = vec![vec![40u32, 41], vec![42u32, 43, 44]];
+    let batch = PromptBatch::left_padded(std::slice::from_ref(&ctx), PAD, px.clone()).unwrap();
+    let opts = model::RankOptions {
+        normalize_length: false,
+        shared_cache: true,
+    };
+    let got = model::rank_scores_with(&m, &batch, &cands, &opts).unwrap();
+    let lp_of = |seq: &[u32]| {
+        let logits = m
+            .forward(&px, &ids(&[seq.to_vec()]), &ones(1, seq.len()))
+            .unwrap();
+        candle_nn::ops::log_softmax(&logits, D::Minus1)
+            .unwrap()
+            .i(0)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap()
+    };
+    let first = lp_of(&[ctx.clone(), cands[0].clone()].concat());
+    let want0 = (first[3][40] + first[4][41]) as f64;
+    let seq = [ctx.clone(), cands[0].clone(), cands[1].clone()].concat();
+    let lp = lp_of(&seq);
+    let want1 = (first[3][42] + lp[6][43] + lp[7][44]) as f64;
+    assert!((got[0][0] - want0).abs() < 1e-4, "{} vs {want0}", got[0][0]);
+    assert!((got[0][1] - want1).abs() < 1e-4, "{} vs {want1}", got[0][1]);
+}
+
 #[test]
 fn every_trainable_tensor_gets_a_gradient() {
     let d = dirs("grad", "mpt");
