@@ -321,7 +321,9 @@ impl VisionEncoder {
         } else if bin.is_file() {
             let f = WeightFile::pth(&bin, None, device)?;
             if f.names().is_empty() {
-                WeightFile::pth(&bin, Some("state_dict"), device)?
+                // open_clip training checkpoints: {"state_dict": {"module.visual...": ...}}.
+                let f = WeightFile::pth(&bin, Some("state_dict"), device)?;
+                strip_module_prefix(f)?
             } else {
                 f
             }
@@ -628,6 +630,21 @@ impl VisionEncoder {
             None => Ok(pooled),
         }
     }
+}
+
+/// Re-keys a weight file without DDP's `module.` prefixes (reads its `visual.*` tensors).
+fn strip_module_prefix(f: WeightFile) -> Result<WeightFile> {
+    if !f.names().iter().any(|n| n.starts_with("module.")) {
+        return Ok(f);
+    }
+    let mut tensors = std::collections::HashMap::new();
+    for name in f.names() {
+        let key = name.strip_prefix("module.").unwrap_or(&name).to_string();
+        if key.starts_with("visual.") {
+            tensors.insert(key, f.get_any(&name)?);
+        }
+    }
+    Ok(WeightFile::from_tensors(f.path().to_path_buf(), tensors))
 }
 
 /// Where a vision directory's weights live, for error messages and reports.

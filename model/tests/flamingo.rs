@@ -1010,3 +1010,13 @@ fn vision_matches_open_clip_reference() {
         ) < 1e-4
     );
 }
+
+/// The model can be shared across threads (e.g. parallel evaluation workers).
+#[test]
+fn model_types_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Flamingo>();
+    check::<model::MediaContext>();
+    check::<model::FlamingoTokenizer>();
+    check::<model::ImageProcessor>();
+}
