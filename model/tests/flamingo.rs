@@ -1009,6 +1009,10 @@ fn vision_matches_open_clip_reference() {
             &r["tokens_ln_post"]
         ) < 1e-4
     );
+    // The same weights saved as `open_clip_pytorch_model.bin` (torch.save) load identically.
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vision_bin");
+    let v = VisionEncoder::load(&bin, false, &dev).unwrap();
+    assert!(max_diff(&v.forward_tokens(&r["pixels"]).unwrap(), &r["tokens"]) < 1e-4);
 }
 
 /// The model can be shared across threads (e.g. parallel evaluation workers).
