@@ -48,7 +48,9 @@ pub struct LoadReport {
     pub missing: Vec<String>,
     /// Checkpoint keys that match nothing in this model.
     pub unexpected: Vec<String>,
-    /// Frozen backbone tensors in the checkpoint (taken from the pretrained directories instead).
+    /// Checkpoint keys deliberately not loaded: frozen backbone tensors (vision encoder, LM
+    /// layers, buffers: taken from the pretrained directories instead) and duplicate alias names
+    /// (`gated_cross_attn_layers.*` next to the same block's `gated_cross_attn_layer.*`).
     pub ignored_frozen: Vec<String>,
 }
 
@@ -65,10 +67,10 @@ pub fn open_checkpoint(path: &Path, device: &Device) -> Result<(WeightFile, Chec
         return Ok((file, CheckpointLayout::Safetensors));
     }
     // A trainer dict holds the state dict under `model_state_dict`; a flat dict has no such key.
-    if let Ok(f) = WeightFile::pth(path, Some("model_state_dict"), device) {
-        if !f.names().is_empty() {
-            return Ok((f, CheckpointLayout::TrainerDict));
-        }
+    if let Ok(f) = WeightFile::pth(path, Some("model_state_dict"), device)
+        && !f.names().is_empty()
+    {
+        return Ok((f, CheckpointLayout::TrainerDict));
     }
     let file = WeightFile::pth(path, None, device)?;
     if file.names().is_empty() {
@@ -114,8 +116,16 @@ fn expected_keys(model: &Flamingo) -> Result<BTreeMap<String, Vec<usize>>> {
 fn lm_roots(model: &Flamingo) -> Vec<String> {
     let cfg = model.lm().config();
     let mut roots = vec![
-        cfg.embedding_key().split('.').next().unwrap_or("").to_string(),
-        cfg.decoder_layers_path().split('.').next().unwrap_or("").to_string(),
+        cfg.embedding_key()
+            .split('.')
+            .next()
+            .unwrap_or("")
+            .to_string(),
+        cfg.decoder_layers_path()
+            .split('.')
+            .next()
+            .unwrap_or("")
+            .to_string(),
         "lm_head".to_string(),
     ];
     if let Some(h) = &cfg.head_key {
@@ -142,15 +152,16 @@ pub fn load_checkpoint(model: &mut Flamingo, path: &Path) -> Result<LoadReport> 
         .filter_map(|(norm, orig)| {
             let rest = norm.strip_prefix(alias_prefix)?;
             let (idx, tail) = rest.split_once('.')?;
-            let canonical = format!("lang_encoder.{layers_path}.{idx}.gated_cross_attn_layer.{tail}");
+            let canonical =
+                format!("lang_encoder.{layers_path}.{idx}.gated_cross_attn_layer.{tail}");
             Some((canonical, orig.clone()))
         })
         .collect();
     let mut alias_used = Vec::new();
     for (canonical, orig) in aliases {
-        if !names.contains_key(&canonical) {
-            alias_used.push(canonical.clone());
-            names.insert(canonical, orig);
+        if let std::collections::hash_map::Entry::Vacant(e) = names.entry(canonical.clone()) {
+            alias_used.push(canonical);
+            e.insert(orig);
         }
     }
 
@@ -164,15 +175,15 @@ pub fn load_checkpoint(model: &mut Flamingo, path: &Path) -> Result<LoadReport> 
     for (key, shape) in &expected {
         match names.get(key) {
             Some(orig) => {
-                if let Some(got) = file.shape(orig) {
-                    if &got != shape {
-                        return Err(ModelError::ShapeMismatch {
-                            path: path.to_path_buf(),
-                            name: orig.clone(),
-                            expected: shape.clone(),
-                            got,
-                        });
-                    }
+                if let Some(got) = file.shape(orig)
+                    && &got != shape
+                {
+                    return Err(ModelError::ShapeMismatch {
+                        path: path.to_path_buf(),
+                        name: orig.clone(),
+                        expected: shape.clone(),
+                        got,
+                    });
                 }
                 let t = file.get(orig, shape)?;
                 to_load.push((key.clone(), t));
@@ -187,9 +198,8 @@ pub fn load_checkpoint(model: &mut Flamingo, path: &Path) -> Result<LoadReport> 
         if expected.contains_key(norm) || alias_used.contains(norm) {
             continue;
         }
-        if norm.starts_with(alias_prefix) {
+        if let Some(rest) = norm.strip_prefix(alias_prefix) {
             // Duplicate of a name-A key already loaded, or of a layer this model lacks.
-            let rest = &norm[alias_prefix.len()..];
             let canonical = rest
                 .split_once('.')
                 .map(|(i, t)| format!("lang_encoder.{layers_path}.{i}.gated_cross_attn_layer.{t}"));
@@ -232,7 +242,12 @@ pub fn load_checkpoint(model: &mut Flamingo, path: &Path) -> Result<LoadReport> 
 
     // Every shape is checked: apply.
     let emb_key = format!("lang_encoder.{}", model.lm().config().embedding_key());
-    let head_key = model.lm().config().head_key.as_ref().map(|h| format!("lang_encoder.{h}"));
+    let head_key = model
+        .lm()
+        .config()
+        .head_key
+        .as_ref()
+        .map(|h| format!("lang_encoder.{h}"));
     for (key, t) in to_load {
         if key == emb_key {
             model.lm_mut().embeddings_mut().set_full_table(&t)?;
@@ -278,12 +293,15 @@ pub fn save_trainable(model: &Flamingo, path: &Path) -> Result<()> {
         lm.embeddings().full_table()?.detach().contiguous()?,
     );
     if let (Some(head_key), Some(head)) = (&lm.config().head_key, lm.output_head()) {
-        tensors.insert(format!("lang_encoder.{head_key}"), head.detach().contiguous()?);
+        tensors.insert(
+            format!("lang_encoder.{head_key}"),
+            head.detach().contiguous()?,
+        );
     }
-    if let Some(dir) = path.parent() {
-        if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
-        }
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
     }
     candle_core::safetensors::save(&tensors, path).map_err(|e| ModelError::weights(path, e))
 }

@@ -140,16 +140,22 @@ impl TokenEmbeddings {
 
     /// Tied output head: `x (.., dim) @ tableᵀ → (.., vocab)`, differentiable w.r.t. the trainable rows.
     pub fn tied_logits(&self, x: &Tensor) -> Result<Tensor> {
-        let mut logits = x.broadcast_matmul(&self.base.t()?)?;
-        if let (Some(special), Some(keep), Some(placement)) =
+        let (Some(special), Some(keep), Some(placement)) =
             (&self.special, &self.keep_rows, &self.placement)
-        {
-            let special_logits = x.broadcast_matmul(&special.as_tensor().t()?)?;
-            logits = logits
-                .broadcast_mul(&keep.t()?)?
-                .add(&special_logits.broadcast_matmul(placement)?)?;
+        else {
+            return x.broadcast_matmul(&self.base.t()?);
+        };
+        let rows = x.elem_count() / self.dim().max(1);
+        if rows >= self.dim() {
+            // Many rows (prefill, training): assembling the table is cheaper than patching the logits.
+            return x.broadcast_matmul(&self.full_table()?.t()?);
         }
-        Ok(logits)
+        // Few rows (decoding): patch the special columns of the base logits.
+        let logits = x.broadcast_matmul(&self.base.t()?)?;
+        let special_logits = x.broadcast_matmul(&special.as_tensor().t()?)?;
+        logits
+            .broadcast_mul(&keep.t()?)?
+            .add(&special_logits.broadcast_matmul(placement)?)
     }
 
     /// The full table `(vocab, dim)` with the current special rows in place (for saving under the LM's HF

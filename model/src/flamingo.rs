@@ -81,7 +81,7 @@ pub struct FlamingoConfig {
 
 /// Whether decoder layer `i` (0-based) gets a cross-attention block for interval `n`.
 pub fn has_cross_attn(i: usize, n: usize) -> bool {
-    n > 0 && (i + 1) % n == 0
+    n > 0 && (i + 1).is_multiple_of(n)
 }
 
 /// Per-layer media keys/values for one batch of prompts, computed once and reused.
@@ -165,7 +165,7 @@ impl std::fmt::Debug for Flamingo {
 impl Flamingo {
     /// Assembles the model. Perceiver and cross-attention weights are taken from `varmap` when it
     /// already holds them under their OpenFlamingo names, otherwise created there (seeded init:
-    /// latents N(0,1), PyTorch-default linears, LayerNorm 1/0, gates 0).
+    /// latents N(0,1), PyTorch-default linears, LayerNorm 1/0, gates 0). Runs on the LM's device.
     pub fn new(
         vision: VisionEncoder,
         lm: DecoderLm,
@@ -174,10 +174,11 @@ impl Flamingo {
         cross_attn_every_n_layers: usize,
         varmap: VarMap,
         seed: u64,
-        device: &Device,
     ) -> Result<Self> {
         if cross_attn_every_n_layers == 0 {
-            return Err(ModelError::Input("cross_attn_every_n_layers must be at least 1".into()));
+            return Err(ModelError::Input(
+                "cross_attn_every_n_layers must be at least 1".into(),
+            ));
         }
         let vis_dim = vision.config().width;
         let cfg = FlamingoConfig {
@@ -187,7 +188,7 @@ impl Flamingo {
             perceiver: PerceiverConfig::open_flamingo(vis_dim),
             cross_attn: CrossAttnConfig::open_flamingo(lm.hidden_size(), vis_dim),
         };
-        Self::with_config(vision, lm, cfg, varmap, seed, device)
+        Self::with_config(vision, lm, cfg, varmap, seed)
     }
 
     /// Like [`Flamingo::new`] with explicit (e.g. tiny) perceiver / cross-attention sizes.
@@ -197,9 +198,11 @@ impl Flamingo {
         cfg: FlamingoConfig,
         varmap: VarMap,
         seed: u64,
-        device: &Device,
     ) -> Result<Self> {
-        if cfg.perceiver.dim != vision.config().width || cfg.cross_attn.dim_visual != cfg.perceiver.dim {
+        let device = &lm.embeddings().device().clone();
+        if cfg.perceiver.dim != vision.config().width
+            || cfg.cross_attn.dim_visual != cfg.perceiver.dim
+        {
             return Err(ModelError::Input(format!(
                 "perceiver width {} / cross-attention visual width {} must equal the vision width {}",
                 cfg.perceiver.dim,
@@ -262,7 +265,6 @@ impl Flamingo {
             spec.cross_attn_every_n_layers,
             VarMap::new(),
             spec.init_seed,
-            device,
         )?;
         let report = match &spec.checkpoint {
             Some(path) => checkpoint::load_checkpoint(&mut model, path)?,
@@ -328,7 +330,8 @@ impl Flamingo {
         }
         let key = self.lm.config().embedding_key();
         for var in self.lm.trainable_vars() {
-            out.embeddings.push((format!("lang_encoder.{key}[special rows]"), var));
+            out.embeddings
+                .push((format!("lang_encoder.{key}[special rows]"), var));
         }
         out
     }
@@ -336,9 +339,14 @@ impl Flamingo {
     /// Frozen vision features `(B, T_img, P, D_vis)` of pixels `(B, T_img, 3, S, S)` (detached).
     pub fn vision_features(&self, pixels: &Tensor) -> Result<Tensor> {
         let (b, t, c, h, w) = pixels.dims5().map_err(|_| {
-            ModelError::Input(format!("pixels must be (B, T_img, 3, S, S), got {:?}", pixels.dims()))
+            ModelError::Input(format!(
+                "pixels must be (B, T_img, 3, S, S), got {:?}",
+                pixels.dims()
+            ))
         })?;
-        let tokens = self.vision.forward_tokens(&pixels.reshape((b * t, c, h, w))?)?;
+        let tokens = self
+            .vision
+            .forward_tokens(&pixels.reshape((b * t, c, h, w))?)?;
         let (_, p, d) = tokens.dims3()?;
         Ok(tokens.reshape((b, t, p, d))?)
     }
@@ -347,6 +355,12 @@ impl Flamingo {
     pub fn encode_media(&self, pixels: &Tensor) -> Result<Tensor> {
         let feats = self.vision_features(pixels)?;
         Ok(self.perceiver.forward(&feats)?)
+    }
+
+    /// [`Flamingo::encode_media`] for inference: fused kernels, detached result.
+    pub fn encode_media_inference(&self, pixels: &Tensor) -> Result<Tensor> {
+        let feats = self.vision_features(pixels)?;
+        Ok(self.perceiver.forward_inference(&feats)?.detach())
     }
 
     /// Computes every cross-attention block's media keys/values for `media` `(B, T_img, n, D)`.
@@ -366,7 +380,10 @@ impl Flamingo {
 
     /// Checks that no row holds more `<image>` tokens than there are images.
     pub fn check_media_counts(&self, rows: &[Vec<u32>], num_media: usize) -> Result<()> {
-        for (b, c) in media_counts(rows, self.cfg.media_token_id).iter().enumerate() {
+        for (b, c) in media_counts(rows, self.cfg.media_token_id)
+            .iter()
+            .enumerate()
+        {
             if *c as usize > num_media {
                 return Err(ModelError::Input(format!(
                     "row {b} holds {c} <image> tokens but only {num_media} images were given"
@@ -388,7 +405,11 @@ impl Flamingo {
         let mut x = self.lm.embed(ids, ctx)?;
         for (i, block) in self.xattn.iter().enumerate() {
             if let (Some(block), Some(Some(kv))) = (block, media.kv.get(i)) {
-                x = block.forward(&x, kv, mask)?;
+                x = if detach {
+                    block.forward_inference(&x, kv, mask)?
+                } else {
+                    block.forward(&x, kv, mask)?
+                };
             }
             if detach {
                 // Inference: keep no autograd graph alive through the KV cache.
@@ -437,12 +458,32 @@ impl Flamingo {
     /// A full forward pass as OpenFlamingo's `Flamingo.forward`: pixels `(B, T_img, 3, S, S)`,
     /// ids `(B, T)` and attention mask `(B, T)` -> logits `(B, T, vocab)`, differentiable.
     /// Positions follow HF's plain `forward` (sequential for rotary LMs, from the mask for OPT/MPT).
-    pub fn forward(&self, pixels: &Tensor, ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        pixels: &Tensor,
+        ids: &Tensor,
+        attention_mask: &Tensor,
+    ) -> Result<Tensor> {
+        let features = self.vision_features(pixels)?;
+        self.forward_features(&features, ids, attention_mask)
+    }
+
+    /// [`Flamingo::forward`] from precomputed frozen vision features `(B, T_img, P, D_vis)`
+    /// ([`Flamingo::vision_features`]), e.g. cached across training epochs.
+    pub fn forward_features(
+        &self,
+        features: &Tensor,
+        ids: &Tensor,
+        attention_mask: &Tensor,
+    ) -> Result<Tensor> {
         let rows = ids.to_dtype(DType::U32)?.to_vec2::<u32>()?;
-        let media = self.encode_media(pixels)?;
+        let media = self.perceiver.forward(features)?;
         let ctxm = self.media_context(&media)?;
         self.check_media_counts(&rows, ctxm.num_media())?;
-        let mask = ctxm.mask(&text_time_from_ids(&rows, self.cfg.media_token_id), &self.device)?;
+        let mask = ctxm.mask(
+            &text_time_from_ids(&rows, self.cfg.media_token_id),
+            &self.device,
+        )?;
         let ctx = AttnCtx::sequential(attention_mask.clone(), 0);
         let hidden = self.forward_hidden(ids, &ctxm, &mask, &ctx, None)?;
         self.logits(&hidden)

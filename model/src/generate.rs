@@ -34,7 +34,12 @@ pub struct GenerateConfig {
 
 impl GenerateConfig {
     /// OpenFlamingo's evaluation settings for a given budget and beam count.
-    pub fn open_flamingo(eoc_token_id: u32, pad_token_id: u32, max_new_tokens: usize, num_beams: usize) -> Self {
+    pub fn open_flamingo(
+        eoc_token_id: u32,
+        pad_token_id: u32,
+        max_new_tokens: usize,
+        num_beams: usize,
+    ) -> Self {
         Self {
             max_new_tokens,
             min_new_tokens: 0,
@@ -65,11 +70,19 @@ impl PromptBatch {
         }
         let rows = prompts
             .iter()
-            .map(|p| std::iter::repeat_n(pad_id, len - p.len()).chain(p.iter().copied()).collect())
+            .map(|p| {
+                std::iter::repeat_n(pad_id, len - p.len())
+                    .chain(p.iter().copied())
+                    .collect()
+            })
             .collect();
         let mask = prompts
             .iter()
-            .map(|p| std::iter::repeat_n(0, len - p.len()).chain(std::iter::repeat_n(1, p.len())).collect())
+            .map(|p| {
+                std::iter::repeat_n(0, len - p.len())
+                    .chain(std::iter::repeat_n(1, p.len()))
+                    .collect()
+            })
             .collect();
         Self::from_padded(rows, mask, pixels)
     }
@@ -81,7 +94,9 @@ impl PromptBatch {
             return Err(ModelError::Input("empty prompt batch".into()));
         }
         if rows.len() != mask.len() || rows.iter().chain(&mask).any(|r| r.len() != len) {
-            return Err(ModelError::Input("prompt ids and mask rows must all have the same length".into()));
+            return Err(ModelError::Input(
+                "prompt ids and mask rows must all have the same length".into(),
+            ));
         }
         if pixels.rank() != 5 || pixels.dim(0)? != rows.len() {
             return Err(ModelError::Input(format!(
@@ -91,6 +106,23 @@ impl PromptBatch {
             )));
         }
         Ok(Self { rows, mask, pixels })
+    }
+
+    /// A batch from a tokenizer encoding (left padded, as OpenFlamingo's eval tokenizes).
+    pub fn from_encoding(
+        encoding: &crate::tokenizer::BatchEncoding,
+        pixels: Tensor,
+    ) -> Result<Self> {
+        Self::from_padded(
+            encoding.ids.clone(),
+            encoding.attention_mask.clone(),
+            pixels,
+        )
+    }
+
+    /// The padded prompt rows.
+    pub fn rows(&self) -> &[Vec<u32>] {
+        &self.rows
     }
 
     /// Number of prompts.
@@ -120,6 +152,10 @@ pub struct Generation {
     pub score: f64,
     /// Log-prob of each real prompt token after the first given its prefix (when asked for).
     pub prompt_logprobs: Vec<f32>,
+    /// Whether any decoding step of this `generate` call (any row or beam) fed `<image>` back into
+    /// the model. The reference then re-conditions every row's media locations, so outputs can
+    /// depend on the batch; this crate reproduces that.
+    pub fed_media_token: bool,
 }
 
 struct Prefill {
@@ -136,9 +172,14 @@ fn mask_tensor(rows: &[Vec<u32>], device: &candle_core::Device) -> candle_core::
     Tensor::from_vec(rows.concat(), (b, l), device)
 }
 
-fn prefill(model: &Flamingo, batch: &PromptBatch, positions: PositionRule, want_prompt: bool) -> Result<Prefill> {
+fn prefill(
+    model: &Flamingo,
+    batch: &PromptBatch,
+    positions: PositionRule,
+    want_prompt: bool,
+) -> Result<Prefill> {
     let dev = model.device().clone();
-    let media = model.encode_media(&batch.pixels)?.detach();
+    let media = model.encode_media_inference(&batch.pixels)?;
     let media = model.media_context(&media)?;
     model.check_media_counts(&batch.rows, media.num_media())?;
     let media_id = model.config().media_token_id;
@@ -152,7 +193,8 @@ fn prefill(model: &Flamingo, batch: &PromptBatch, positions: PositionRule, want_
     let mut cache = model.lm().new_cache();
     let hidden = model.infer_hidden(&ids, &media, &mask, &ctx, Some(&mut cache))?;
     let l = batch.width();
-    let last = model.logits(&hidden.narrow(1, l - 1, 1)?)?.squeeze(1)?;
+    // (B, D) rather than (B, 1, D): one matmul reads the output table once for all rows.
+    let last = model.logits(&hidden.i((.., l - 1))?.contiguous()?)?;
     let next_logprobs = candle_nn::ops::log_softmax(&last.to_dtype(DType::F32)?, D::Minus1)?;
     let mut prompt_logprobs = vec![Vec::new(); batch.len()];
     if want_prompt {
@@ -162,9 +204,13 @@ fn prefill(model: &Flamingo, batch: &PromptBatch, positions: PositionRule, want_
                 continue;
             }
             let h = hidden.i((b, start..l - 1))?;
-            let lp = candle_nn::ops::log_softmax(&model.logits(&h)?.to_dtype(DType::F32)?, D::Minus1)?;
+            let lp =
+                candle_nn::ops::log_softmax(&model.logits(&h)?.to_dtype(DType::F32)?, D::Minus1)?;
             let lp = lp.to_vec2::<f32>()?;
-            *out = (start + 1..l).zip(lp).map(|(t, row)| row[batch.rows[b][t] as usize]).collect();
+            *out = (start + 1..l)
+                .zip(lp)
+                .map(|(t, row)| row[batch.rows[b][t] as usize])
+                .collect();
         }
     }
     Ok(Prefill {
@@ -176,12 +222,41 @@ fn prefill(model: &Flamingo, batch: &PromptBatch, positions: PositionRule, want_
     })
 }
 
+/// The media locations the reference's Flamingo layers are conditioned on during decoding, as
+/// per-row `<image>` counts. They are indexed by batch row and, as in the reference, not reordered
+/// when beams are: HF reorders only the KV cache.
+struct MediaState {
+    counts: Vec<u32>,
+    media_token: u32,
+    fed_media_token: bool,
+}
+
+impl MediaState {
+    /// Per-position image indices for one step feeding `tokens` (one per row). Without `<image>`
+    /// in the step, every row attends to the last image of its conditioned locations (cached
+    /// media). If any row feeds `<image>`, the reference re-conditions all rows on this step's
+    /// tokens alone: a fed `<image>` attends to image 1, the other rows to nothing, and later steps
+    /// count the images of this step.
+    fn step(&mut self, tokens: &[u32]) -> Vec<Vec<u32>> {
+        if tokens.contains(&self.media_token) {
+            self.fed_media_token = true;
+            self.counts = tokens
+                .iter()
+                .map(|&t| u32::from(t == self.media_token))
+                .collect();
+            self.counts.iter().map(|&c| vec![c]).collect()
+        } else {
+            text_time_cached(&self.counts, 1)
+        }
+    }
+}
+
 /// One decoding step: feeds `tokens` (one per row) and returns `(rows, V)` log-probs.
 fn step(
     model: &Flamingo,
     tokens: &[u32],
     media: &MediaContext,
-    counts: &[u32],
+    state: &mut MediaState,
     mask_rows: &[Vec<u32>],
     cache: &mut KvCache,
 ) -> Result<Tensor> {
@@ -189,10 +264,30 @@ fn step(
     let past = cache.past_len();
     let ids = Tensor::from_vec(tokens.to_vec(), (tokens.len(), 1), dev)?;
     let ctx = AttnCtx::new(mask_tensor(mask_rows, dev)?, past);
-    let mask = media.mask(&text_time_cached(counts, 1), dev)?;
+    let mask = media.mask(&state.step(tokens), dev)?;
     let hidden = model.infer_hidden(&ids, media, &mask, &ctx, Some(cache))?;
-    let logits = model.logits(&hidden)?.squeeze(1)?;
-    Ok(candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?)
+    let logits = model.logits(&hidden.squeeze(1)?)?;
+    Ok(candle_nn::ops::log_softmax(
+        &logits.to_dtype(DType::F32)?,
+        D::Minus1,
+    )?)
+}
+
+/// Errors unless every id is a row of the model's vocabulary (no out-of-range indexing later).
+fn check_ids<'a>(
+    model: &Flamingo,
+    what: &str,
+    ids: impl IntoIterator<Item = &'a u32>,
+) -> Result<()> {
+    let vocab = model.lm().vocab_len();
+    for &id in ids {
+        if id as usize >= vocab {
+            return Err(ModelError::Input(format!(
+                "{what}: token id {id} is outside the vocabulary of {vocab} rows"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn argmax(row: &[f32]) -> usize {
@@ -206,15 +301,41 @@ fn argmax(row: &[f32]) -> usize {
 }
 
 /// Generates a continuation for every prompt of `batch`.
-pub fn generate(model: &Flamingo, batch: &PromptBatch, cfg: &GenerateConfig) -> Result<Vec<Generation>> {
+pub fn generate(
+    model: &Flamingo,
+    batch: &PromptBatch,
+    cfg: &GenerateConfig,
+) -> Result<Vec<Generation>> {
     if cfg.num_beams == 0 {
         return Err(ModelError::Input("num_beams must be at least 1".into()));
     }
+    check_ids(model, "prompt", batch.rows.iter().flatten())?;
+    check_ids(
+        model,
+        "eos/pad token",
+        [&cfg.eos_token_id, &cfg.pad_token_id],
+    )?;
     let pre = prefill(model, batch, PositionRule::FromMask, cfg.prompt_logprobs)?;
     let mut out = if cfg.num_beams == 1 {
-        greedy(model, batch, cfg, pre.media, pre.counts, pre.cache, pre.next_logprobs)?
+        greedy(
+            model,
+            batch,
+            cfg,
+            pre.media,
+            pre.counts,
+            pre.cache,
+            pre.next_logprobs,
+        )?
     } else {
-        beam_search(model, batch, cfg, pre.media, pre.counts, pre.cache, pre.next_logprobs)?
+        beam_search(
+            model,
+            batch,
+            cfg,
+            pre.media,
+            pre.counts,
+            pre.cache,
+            pre.next_logprobs,
+        )?
     };
     for (g, p) in out.iter_mut().zip(pre.prompt_logprobs) {
         g.prompt_logprobs = p;
@@ -233,6 +354,11 @@ fn greedy(
 ) -> Result<Vec<Generation>> {
     let b = batch.len();
     let mut mask_rows = batch.mask.clone();
+    let mut state = MediaState {
+        counts,
+        media_token: model.config().media_token_id,
+        fed_media_token: false,
+    };
     let mut lp = first.to_vec2::<f32>()?;
     let mut done = vec![false; b];
     let mut out: Vec<Generation> = (0..b)
@@ -241,6 +367,7 @@ fn greedy(
             token_logprobs: vec![],
             score: 0.0,
             prompt_logprobs: vec![],
+            fed_media_token: false,
         })
         .collect();
     for n in 0..cfg.max_new_tokens {
@@ -266,7 +393,10 @@ fn greedy(
         for m in &mut mask_rows {
             m.push(1);
         }
-        lp = step(model, &tokens, &media, &counts, &mask_rows, &mut cache)?.to_vec2::<f32>()?;
+        lp = step(model, &tokens, &media, &mut state, &mask_rows, &mut cache)?.to_vec2::<f32>()?;
+    }
+    for g in &mut out {
+        g.fed_media_token = state.fed_media_token;
     }
     Ok(out)
 }
@@ -299,7 +429,14 @@ impl BeamHyps {
     }
 
     /// `len` is the full sequence length (padded prompt + generated, eos excluded) as HF uses it.
-    fn add(&mut self, sum_logprobs: f64, len: usize, tokens: Vec<u32>, logprobs: Vec<f32>, eos: bool) {
+    fn add(
+        &mut self,
+        sum_logprobs: f64,
+        len: usize,
+        tokens: Vec<u32>,
+        logprobs: Vec<f32>,
+        eos: bool,
+    ) {
         let score = sum_logprobs / (len as f64).powf(self.length_penalty);
         if self.beams.len() < self.num_beams || score > self.worst_score {
             self.beams.push(Hyp {
@@ -309,8 +446,12 @@ impl BeamHyps {
                 eos,
             });
             if self.beams.len() > self.num_beams {
-                let mut sorted: Vec<(f64, usize)> =
-                    self.beams.iter().enumerate().map(|(i, h)| (h.score, i)).collect();
+                let mut sorted: Vec<(f64, usize)> = self
+                    .beams
+                    .iter()
+                    .enumerate()
+                    .map(|(i, h)| (h.score, i))
+                    .collect();
                 sorted.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
                 self.beams.remove(sorted[0].1);
                 self.worst_score = sorted[1].0;
@@ -343,7 +484,7 @@ impl BeamHyps {
 fn top_k(scores: impl Iterator<Item = (f32, usize)>, k: usize) -> Vec<(f32, usize)> {
     let mut top: Vec<(f32, usize)> = Vec::with_capacity(k + 1);
     for (s, i) in scores {
-        if top.len() == k && !(s > top[k - 1].0) {
+        if top.len() == k && s.partial_cmp(&top[k - 1].0) != Some(std::cmp::Ordering::Greater) {
             continue;
         }
         let pos = top.iter().position(|&(ts, _)| s > ts).unwrap_or(top.len());
@@ -367,20 +508,33 @@ fn beam_search(
     let nb = cfg.num_beams;
     let bn = b * nb;
     // Expand prompts to beams (HF `repeat_interleave`), reusing the prefilled cache and media.
-    let rep: Vec<u32> = (0..b).flat_map(|r| std::iter::repeat_n(r as u32, nb)).collect();
+    let rep: Vec<u32> = (0..b)
+        .flat_map(|r| std::iter::repeat_n(r as u32, nb))
+        .collect();
     let rep_t = Tensor::new(rep.as_slice(), &dev)?;
     cache.reorder(&rep_t)?;
     let media = media.index_rows(&rep_t)?;
-    let counts: Vec<u32> = rep.iter().map(|&r| counts[r as usize]).collect();
-    let mut mask_rows: Vec<Vec<u32>> = rep.iter().map(|&r| batch.mask[r as usize].clone()).collect();
+    let mut state = MediaState {
+        counts: rep.iter().map(|&r| counts[r as usize]).collect(),
+        media_token: model.config().media_token_id,
+        fed_media_token: false,
+    };
+    let mut mask_rows: Vec<Vec<u32>> = rep
+        .iter()
+        .map(|&r| batch.mask[r as usize].clone())
+        .collect();
     let first = first.index_select(&rep_t, 0)?;
     let vocab = first.dim(1)?;
     let mut lp: Vec<f32> = first.flatten_all()?.to_vec1::<f32>()?;
 
-    let mut beam_scores: Vec<f32> = (0..bn).map(|i| if i % nb == 0 { 0.0 } else { -1e9 }).collect();
+    let mut beam_scores: Vec<f32> = (0..bn)
+        .map(|i| if i % nb == 0 { 0.0 } else { -1e9 })
+        .collect();
     let mut beam_tokens: Vec<Vec<u32>> = vec![vec![]; bn];
     let mut beam_lps: Vec<Vec<f32>> = vec![vec![]; bn];
-    let mut hyps: Vec<BeamHyps> = (0..b).map(|_| BeamHyps::new(nb, cfg.length_penalty)).collect();
+    let mut hyps: Vec<BeamHyps> = (0..b)
+        .map(|_| BeamHyps::new(nb, cfg.length_penalty))
+        .collect();
     let mut done = vec![false; b];
     let mut cur_len = batch.width();
     let eos = cfg.eos_token_id as usize;
@@ -404,7 +558,9 @@ fn beam_search(
                 (0..nb).flat_map(|j| {
                     let row = &lp[(base + j) * vocab..(base + j + 1) * vocab];
                     let bs = beam_scores[base + j];
-                    row.iter().enumerate().map(move |(t, &v)| (v + bs, j * vocab + t))
+                    row.iter()
+                        .enumerate()
+                        .map(move |(t, &v)| (v + bs, j * vocab + t))
                 }),
                 2 * nb,
             );
@@ -461,9 +617,16 @@ fn beam_search(
         for m in &mut mask_rows {
             m.push(1);
         }
-        lp = step(model, &next_tokens, &media, &counts, &mask_rows, &mut cache)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
+        lp = step(
+            model,
+            &next_tokens,
+            &media,
+            &mut state,
+            &mask_rows,
+            &mut cache,
+        )?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
     }
     // Finalize: open beams of unfinished prompts join the hypotheses.
     let mut out = Vec::with_capacity(b);
@@ -471,7 +634,13 @@ fn beam_search(
         if !done[bi] {
             for j in 0..nb {
                 let i = bi * nb + j;
-                hyps[bi].add(beam_scores[i] as f64, cur_len, beam_tokens[i].clone(), beam_lps[i].clone(), false);
+                hyps[bi].add(
+                    beam_scores[i] as f64,
+                    cur_len,
+                    beam_tokens[i].clone(),
+                    beam_lps[i].clone(),
+                    false,
+                );
             }
         }
         let best = hyps[bi]
@@ -486,9 +655,22 @@ fn beam_search(
             token_logprobs: best.logprobs.clone(),
             score: best.score,
             prompt_logprobs: vec![],
+            fed_media_token: state.fed_media_token,
         });
     }
     Ok(out)
+}
+
+/// Options of [`rank_scores_with`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RankOptions {
+    /// Mean instead of sum of the candidate's token log-probs (`normalize_length`).
+    pub normalize_length: bool,
+    /// Reproduce LMs whose forward writes the extended KV cache back into the list it was given
+    /// (the MosaicGPT remote code of MPT-1B, used by OpenFlamingo-3B): every candidate after the
+    /// first is then scored after the previous candidates' tokens, except its first token, which
+    /// is still predicted from the context alone.
+    pub shared_cache: bool,
 }
 
 /// Rank scoring (OpenFlamingo `get_rank_classifications` with caching): the context is run once;
@@ -504,11 +686,27 @@ pub fn rank_scores(
     candidates: &[Vec<u32>],
     normalize_length: bool,
 ) -> Result<Vec<Vec<f64>>> {
+    let opts = RankOptions {
+        normalize_length,
+        shared_cache: false,
+    };
+    rank_scores_with(model, batch, candidates, &opts)
+}
+
+/// [`rank_scores`] with [`RankOptions`].
+pub fn rank_scores_with(
+    model: &Flamingo,
+    batch: &PromptBatch,
+    candidates: &[Vec<u32>],
+    opts: &RankOptions,
+) -> Result<Vec<Vec<f64>>> {
     let dev = model.device().clone();
+    check_ids(model, "context", batch.rows.iter().flatten())?;
+    check_ids(model, "candidate", candidates.iter().flatten())?;
     let pre = prefill(model, batch, PositionRule::Sequential, false)?;
     let b = batch.len();
     let first = pre.next_logprobs.to_vec2::<f32>()?;
-    let past = pre.cache.past_len();
+    let mut shared = pre.cache.clone();
     let mut scores = vec![Vec::with_capacity(candidates.len()); b];
     for cand in candidates {
         if cand.is_empty() {
@@ -516,25 +714,85 @@ pub fn rank_scores(
         }
         let n = cand.len();
         let mut lps: Vec<Vec<f32>> = (0..b).map(|r| vec![first[r][cand[0] as usize]]).collect();
-        if n > 1 {
-            let mut cache = pre.cache.clone();
-            let feed = &cand[..n - 1];
+        // The shared cache keeps every fed token (the reference feeds all n, one at a time).
+        let feed = if opts.shared_cache {
+            cand.as_slice()
+        } else {
+            &cand[..n - 1]
+        };
+        if !feed.is_empty() {
+            let mut own = pre.cache.clone();
+            let cache = if opts.shared_cache {
+                &mut shared
+            } else {
+                &mut own
+            };
+            let past = cache.past_len();
+            let t = feed.len();
             let ids = Tensor::new(feed, &dev)?.unsqueeze(0)?.repeat((b, 1))?;
-            let ctx = AttnCtx::new(Tensor::ones((b, past + n - 1), DType::U32, &dev)?, past);
-            let mask = pre.media.mask(&text_time_cached(&pre.counts, n - 1), &dev)?;
-            let hidden = model.infer_hidden(&ids, &pre.media, &mask, &ctx, Some(&mut cache))?;
-            let lp = candle_nn::ops::log_softmax(&model.logits(&hidden)?.to_dtype(DType::F32)?, D::Minus1)?;
+            let ctx = AttnCtx::new(Tensor::ones((b, past + t), DType::U32, &dev)?, past);
+            let mask = pre.media.mask(&text_time_cached(&pre.counts, t), &dev)?;
+            let hidden = model.infer_hidden(&ids, &pre.media, &mask, &ctx, Some(cache))?;
+            let lp = candle_nn::ops::log_softmax(
+                &model.logits(&hidden)?.to_dtype(DType::F32)?,
+                D::Minus1,
+            )?;
             for (r, row_lps) in lps.iter_mut().enumerate() {
                 let rows = lp.i(r)?.to_vec2::<f32>()?;
-                for (k, row) in rows.iter().enumerate() {
-                    row_lps.push(row[cand[k + 1] as usize]);
+                for k in 0..n - 1 {
+                    row_lps.push(rows[k][cand[k + 1] as usize]);
                 }
             }
         }
         for (r, l) in lps.iter().enumerate() {
             let sum: f64 = l.iter().map(|&v| v as f64).sum();
-            scores[r].push(if normalize_length { sum / n as f64 } else { sum });
+            scores[r].push(if opts.normalize_length {
+                sum / n as f64
+            } else {
+                sum
+            });
         }
     }
     Ok(scores)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fed_image_token_reconditions_every_row() {
+        let mut s = MediaState {
+            counts: vec![2, 1, 3],
+            media_token: 9,
+            fed_media_token: false,
+        };
+        // No <image>: each row attends to the last image of its prompt.
+        assert_eq!(s.step(&[4, 5, 6]), vec![vec![2], vec![1], vec![3]]);
+        assert!(!s.fed_media_token);
+        // Row 1 feeds <image>: it attends to image 1, the others to nothing (reference quirk).
+        assert_eq!(s.step(&[4, 9, 6]), vec![vec![0], vec![1], vec![0]]);
+        assert!(s.fed_media_token);
+        // Later steps count this step's images only.
+        assert_eq!(s.step(&[4, 5, 6]), vec![vec![0], vec![1], vec![0]]);
+    }
+
+    #[test]
+    fn beam_hypotheses_keep_the_best_and_stop_like_hf() {
+        let mut h = BeamHyps::new(2, 0.0);
+        h.add(-3.0, 5, vec![1], vec![-3.0], true);
+        assert!(!h.is_done(-1.0, 5));
+        h.add(-1.0, 5, vec![2], vec![-1.0], true);
+        h.add(-2.0, 6, vec![3], vec![-2.0], false);
+        assert_eq!(h.beams.len(), 2);
+        assert_eq!(h.worst_score, -2.0);
+        assert_eq!(h.best().map(|b| b.tokens.clone()), Some(vec![2]));
+        // Done once the worst kept score beats the best still reachable.
+        assert!(h.is_done(-2.5, 6));
+        assert!(!h.is_done(-1.5, 6));
+        assert_eq!(
+            top_k([(1.0, 0), (3.0, 1), (2.0, 2), (3.0, 3)].into_iter(), 3),
+            vec![(3.0, 1), (3.0, 3), (2.0, 2)]
+        );
+    }
 }

@@ -67,7 +67,11 @@ fn coefficients(in_size: usize, out_size: usize) -> (Vec<(usize, usize)>, Vec<i6
         for (x, wx) in w.iter().enumerate() {
             let k = if ww != 0.0 { wx / ww } else { *wx };
             let scaled = k * (1u64 << PRECISION_BITS) as f64;
-            kk[xx * ksize + x] = if k < 0.0 { (-0.5 + scaled) as i64 } else { (0.5 + scaled) as i64 };
+            kk[xx * ksize + x] = if k < 0.0 {
+                (-0.5 + scaled) as i64
+            } else {
+                (0.5 + scaled) as i64
+            };
         }
         bounds.push((xmin, n));
     }
@@ -153,7 +157,11 @@ impl ImageProcessor {
         let (short, long) = if w <= h { (w, h) } else { (h, w) };
         let new_long = ((s * long) as f64 / short.max(1) as f64) as usize;
         let (nw, nh) = if w <= h { (s, new_long) } else { (new_long, s) };
-        let resized = if (nw, nh) == (w, h) { rgb } else { resize_bicubic_pil(&rgb, nw, nh) };
+        let resized = if (nw, nh) == (w, h) {
+            rgb
+        } else {
+            resize_bicubic_pil(&rgb, nw, nh)
+        };
         // torchvision `CenterCrop`: offsets round((dim - s) / 2) (no padding needed: both sides >= s).
         let top = round_half_even(nh.saturating_sub(s) as f64 / 2.0);
         let left = round_half_even(nw.saturating_sub(s) as f64 / 2.0);
@@ -213,11 +221,16 @@ mod tests {
     #[test]
     fn pil_bicubic_reference_values() {
         // Values computed with Pillow 10 (`Image.resize((3, 1), Image.BICUBIC)`) on this 1-row image.
-        let img = RgbImage::from_fn(7, 1, |x, _| image::Rgb([(x * 40) as u8, 255 - (x * 40) as u8, 7]));
+        let img = RgbImage::from_fn(7, 1, |x, _| {
+            image::Rgb([(x * 40) as u8, 255 - (x * 40) as u8, 7])
+        });
         let out = resize_bicubic_pil(&img, 3, 1);
         let r: Vec<u8> = out.pixels().map(|p| p.0[0]).collect();
         let g: Vec<u8> = out.pixels().map(|p| p.0[1]).collect();
-        assert_eq!(out.pixels().map(|p| p.0[2]).collect::<Vec<_>>(), vec![7, 7, 7]);
+        assert_eq!(
+            out.pixels().map(|p| p.0[2]).collect::<Vec<_>>(),
+            vec![7, 7, 7]
+        );
         // Monotone ramp stays monotone, symmetric around the middle.
         assert!(r[0] < r[1] && r[1] < r[2]);
         assert_eq!(r[1], 120);
@@ -232,12 +245,18 @@ mod tests {
         assert_eq!(round_half_even(1.5), 2);
         assert_eq!(round_half_even(2.5), 2);
         assert_eq!(round_half_even(3.0), 3);
-        let p = ImageProcessor { image_size: 4, mean: [0.5; 3], std: [0.5; 3] };
+        let p = ImageProcessor {
+            image_size: 4,
+            mean: [0.5; 3],
+            std: [0.5; 3],
+        };
         // 4x5 image: shortest side already 4 -> no resize; crop top = round(0.5) = 0.
         let img = RgbImage::from_fn(4, 5, |_, y| image::Rgb([(y * 50) as u8, 0, 0]));
         let crop = p.resize_and_crop(&DynamicImage::ImageRgb8(img));
         assert_eq!(crop.get_pixel(0, 0).0[0], 0);
-        let t = p.preprocess(&DynamicImage::ImageRgb8(crop), &Device::Cpu).unwrap();
+        let t = p
+            .preprocess(&DynamicImage::ImageRgb8(crop), &Device::Cpu)
+            .unwrap();
         assert_eq!(t.dims(), &[3, 4, 4]);
         let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert!((v[0] - (-1.0)).abs() < 1e-6);
@@ -245,7 +264,11 @@ mod tests {
 
     #[test]
     fn shortest_side_resize_sizes() {
-        let p = ImageProcessor { image_size: 8, mean: [0.0; 3], std: [1.0; 3] };
+        let p = ImageProcessor {
+            image_size: 8,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+        };
         let img = DynamicImage::ImageRgb8(RgbImage::from_pixel(30, 17, image::Rgb([9, 9, 9])));
         let crop = p.resize_and_crop(&img);
         assert_eq!((crop.width(), crop.height()), (8, 8));
@@ -258,14 +281,31 @@ mod tests {
     #[test]
     fn matches_open_clip_transform() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/preprocess");
-        let expected = candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
-        let p = ImageProcessor { image_size: 12, mean: [0.5, 0.4, 0.3], std: [0.2, 0.25, 0.3] };
+        let expected =
+            candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu).unwrap();
+        let p = ImageProcessor {
+            image_size: 12,
+            mean: [0.5, 0.4, 0.3],
+            std: [0.2, 0.25, 0.3],
+        };
         // "tall" (20x51 -> 12x30): the fixture's Pillow 13 ran the vertical pass first there, which
         // Pillow <= 10 (the reference era, horizontal pass first) never does; pixels differ by a
         // few 8-bit levels. All shortest-side resizes checked otherwise agree exactly.
-        for (name, tol) in [("wide", 1e-6), ("up", 1e-6), ("odd", 1e-6), ("tall", 3.0 / 255.0 / 0.2)] {
-            let got = p.open(&dir.join(format!("{name}.png")), &Device::Cpu).unwrap();
-            let diff = (got - &expected[name]).unwrap().abs().unwrap().max_all().unwrap();
+        for (name, tol) in [
+            ("wide", 1e-6),
+            ("up", 1e-6),
+            ("odd", 1e-6),
+            ("tall", 3.0 / 255.0 / 0.2),
+        ] {
+            let got = p
+                .open(&dir.join(format!("{name}.png")), &Device::Cpu)
+                .unwrap();
+            let diff = (got - &expected[name])
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap();
             let diff = diff.to_scalar::<f32>().unwrap();
             assert!(diff < tol, "{name}: {diff}");
         }

@@ -18,9 +18,12 @@ use crate::error::{ModelError, Result};
 use crate::nn::{LayerNorm, quick_gelu};
 use crate::weights::WeightFile;
 
-/// CLIP's (OpenAI) normalisation mean, the default when a config names none.
+/// CLIP's (OpenAI) normalisation mean, the default when a config names none (digits as open_clip
+/// writes them; rounded to f32 exactly as torch does).
+#[allow(clippy::excessive_precision)]
 pub const OPENAI_CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 /// CLIP's (OpenAI) normalisation standard deviation.
+#[allow(clippy::excessive_precision)]
 pub const OPENAI_CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 
 /// The MLP activation of the vision blocks.
@@ -109,7 +112,11 @@ impl ResidualBlock {
         let k = split(1)?;
         let v = split(2)?;
         let attn = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
-        let out = attn.matmul(&v)?.transpose(1, 2)?.contiguous()?.reshape((b, n, d))?;
+        let out = attn
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b, n, d))?;
         self.out_proj.forward(&out)
     }
 
@@ -170,10 +177,16 @@ fn usize_field(v: &Value, key: &str, default: Option<usize>, path: &Path) -> Res
                 let vals: Vec<u64> = arr.iter().filter_map(|a| a.as_u64()).collect();
                 match vals.as_slice() {
                     [a, b] if a == b => Ok(*a as usize),
-                    _ => Err(ModelError::config(path, format!("`{key}` must be a square size, got {x}"))),
+                    _ => Err(ModelError::config(
+                        path,
+                        format!("`{key}` must be a square size, got {x}"),
+                    )),
                 }
             } else {
-                Err(ModelError::config(path, format!("`{key}` must be an integer, got {x}")))
+                Err(ModelError::config(
+                    path,
+                    format!("`{key}` must be an integer, got {x}"),
+                ))
             }
         }
         None => default.ok_or_else(|| ModelError::config(path, format!("missing `{key}`"))),
@@ -186,12 +199,20 @@ fn triple(v: Option<&Value>, key: &str, default: [f32; 3], path: &Path) -> Resul
         Some(x) => {
             let vals: Vec<f32> = x
                 .as_array()
-                .map(|a| a.iter().filter_map(|e| e.as_f64()).map(|f| f as f32).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|e| e.as_f64())
+                        .map(|f| f as f32)
+                        .collect()
+                })
                 .unwrap_or_default();
             match vals.as_slice() {
                 [a, b, c] => Ok([*a, *b, *c]),
                 [a] => Ok([*a; 3]),
-                _ => Err(ModelError::config(path, format!("`{key}` must hold 3 numbers, got {x}"))),
+                _ => Err(ModelError::config(
+                    path,
+                    format!("`{key}` must hold 3 numbers, got {x}"),
+                )),
             }
         }
     }
@@ -216,12 +237,18 @@ impl VisionEncoder {
         } else {
             Err(ModelError::MissingFile {
                 path: oc_cfg,
-                what: "open_clip_config.json (open_clip layout) or config.json (HF CLIP layout)".into(),
+                what: "open_clip_config.json (open_clip layout) or config.json (HF CLIP layout)"
+                    .into(),
             })
         }
     }
 
-    fn load_open_clip(dir: &Path, cfg_path: &Path, ln_post_tokens: bool, device: &Device) -> Result<Self> {
+    fn load_open_clip(
+        dir: &Path,
+        cfg_path: &Path,
+        ln_post_tokens: bool,
+        device: &Device,
+    ) -> Result<Self> {
         let root = read_json(cfg_path)?;
         let model_cfg = root.get("model_cfg").unwrap_or(&root);
         let vc = model_cfg
@@ -247,8 +274,25 @@ impl VisionEncoder {
         let width = usize_field(vc, "width", Some(768), cfg_path)?;
         let head_width = usize_field(vc, "head_width", Some(64), cfg_path)?;
         let mlp_ratio = vc.get("mlp_ratio").and_then(|v| v.as_f64()).unwrap_or(4.0);
-        let quick = model_cfg.get("quick_gelu").and_then(|v| v.as_bool()).unwrap_or(false);
+        let quick = model_cfg
+            .get("quick_gelu")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
         let pre = root.get("preprocess_cfg");
+        // Only open_clip's default validation transform (shortest-side bicubic + centre crop) is
+        // implemented; refuse configs that ask for another.
+        for (key, allowed) in [("resize_mode", "shortest"), ("interpolation", "bicubic")] {
+            match pre.and_then(|p| p.get(key)) {
+                None | Some(Value::Null) => {}
+                Some(Value::String(v)) if v == allowed => {}
+                Some(v) => {
+                    return Err(ModelError::config(
+                        cfg_path,
+                        format!("preprocess_cfg.{key} = {v} is not supported (only \"{allowed}\")"),
+                    ));
+                }
+            }
+        }
         let cfg = VisionConfig {
             image_size: usize_field(vc, "image_size", Some(224), cfg_path)?,
             patch_size: usize_field(vc, "patch_size", Some(16), cfg_path)?,
@@ -256,9 +300,16 @@ impl VisionEncoder {
             layers: usize_field(vc, "layers", Some(12), cfg_path)?,
             heads: width / head_width.max(1),
             mlp_dim: (width as f64 * mlp_ratio) as usize,
-            activation: if quick { VisionActivation::QuickGelu } else { VisionActivation::Gelu },
+            activation: if quick {
+                VisionActivation::QuickGelu
+            } else {
+                VisionActivation::Gelu
+            },
             layer_norm_eps: 1e-5,
-            output_dim: model_cfg.get("embed_dim").and_then(|v| v.as_u64()).map(|v| v as usize),
+            output_dim: model_cfg
+                .get("embed_dim")
+                .and_then(|v| v.as_u64())
+                .map(|v| v as usize),
             image_mean: triple(pre, "mean", OPENAI_CLIP_MEAN, cfg_path)?,
             image_std: triple(pre, "std", OPENAI_CLIP_STD, cfg_path)?,
             ln_post_tokens,
@@ -270,22 +321,35 @@ impl VisionEncoder {
         } else if bin.is_file() {
             let f = WeightFile::pth(&bin, None, device)?;
             if f.names().is_empty() {
-                WeightFile::pth(&bin, Some("state_dict"), device)?
+                // open_clip training checkpoints: {"state_dict": {"module.visual...": ...}}.
+                let f = WeightFile::pth(&bin, Some("state_dict"), device)?;
+                strip_module_prefix(f)?
             } else {
                 f
             }
         } else {
             return Err(ModelError::MissingFile {
                 path: st,
-                what: "open_clip weights (open_clip_model.safetensors or open_clip_pytorch_model.bin)".into(),
+                what:
+                    "open_clip weights (open_clip_model.safetensors or open_clip_pytorch_model.bin)"
+                        .into(),
             });
         };
-        Self::from_weights(cfg, &Named { file: &file, layout: VisionLayout::OpenClip })
+        Self::from_weights(
+            cfg,
+            &Named {
+                file: &file,
+                layout: VisionLayout::OpenClip,
+            },
+        )
     }
 
     fn load_hf(dir: &Path, cfg_path: &Path, ln_post_tokens: bool, device: &Device) -> Result<Self> {
         let root = read_json(cfg_path)?;
-        let model_type = root.get("model_type").and_then(|v| v.as_str()).unwrap_or("");
+        let model_type = root
+            .get("model_type")
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
         let vc = match model_type {
             "clip" => root
                 .get("vision_config")
@@ -299,17 +363,27 @@ impl VisionEncoder {
                 });
             }
         };
-        let act = vc.get("hidden_act").and_then(|v| v.as_str()).unwrap_or("quick_gelu");
+        let act = vc
+            .get("hidden_act")
+            .and_then(|v| v.as_str())
+            .unwrap_or("quick_gelu");
         let activation = match act {
             "quick_gelu" => VisionActivation::QuickGelu,
             "gelu" => VisionActivation::Gelu,
             other => {
-                return Err(ModelError::config(cfg_path, format!("hidden_act `{other}` is not supported")));
+                return Err(ModelError::config(
+                    cfg_path,
+                    format!("hidden_act `{other}` is not supported"),
+                ));
             }
         };
         let width = usize_field(vc, "hidden_size", Some(768), cfg_path)?;
         let pre_path = dir.join("preprocessor_config.json");
-        let pre = if pre_path.is_file() { Some(read_json(&pre_path)?) } else { None };
+        let pre = if pre_path.is_file() {
+            Some(read_json(&pre_path)?)
+        } else {
+            None
+        };
         let cfg = VisionConfig {
             image_size: usize_field(vc, "image_size", Some(224), cfg_path)?,
             patch_size: usize_field(vc, "patch_size", Some(32), cfg_path)?,
@@ -318,7 +392,10 @@ impl VisionEncoder {
             heads: usize_field(vc, "num_attention_heads", Some(12), cfg_path)?,
             mlp_dim: usize_field(vc, "intermediate_size", Some(3072), cfg_path)?,
             activation,
-            layer_norm_eps: vc.get("layer_norm_eps").and_then(|v| v.as_f64()).unwrap_or(1e-5),
+            layer_norm_eps: vc
+                .get("layer_norm_eps")
+                .and_then(|v| v.as_f64())
+                .unwrap_or(1e-5),
             output_dim: None,
             image_mean: triple(pre.as_ref(), "image_mean", OPENAI_CLIP_MEAN, &pre_path)?,
             image_std: triple(pre.as_ref(), "image_std", OPENAI_CLIP_STD, &pre_path)?,
@@ -336,14 +413,23 @@ impl VisionEncoder {
                 what: "HF CLIP weights (model.safetensors)".into(),
             });
         };
-        Self::from_weights(cfg, &Named { file: &file, layout: VisionLayout::HfClip })
+        Self::from_weights(
+            cfg,
+            &Named {
+                file: &file,
+                layout: VisionLayout::HfClip,
+            },
+        )
     }
 
     fn from_weights(mut cfg: VisionConfig, w: &Named) -> Result<Self> {
-        if cfg.heads == 0 || cfg.width % cfg.heads != 0 || cfg.patch_size == 0 {
+        if cfg.heads == 0 || !cfg.width.is_multiple_of(cfg.heads) || cfg.patch_size == 0 {
             return Err(ModelError::config(
                 w.file.path(),
-                format!("width {} / heads {} / patch {} are inconsistent", cfg.width, cfg.heads, cfg.patch_size),
+                format!(
+                    "width {} / heads {} / patch {} are inconsistent",
+                    cfg.width, cfg.heads, cfg.patch_size
+                ),
             ));
         }
         let d = cfg.width;
@@ -367,9 +453,15 @@ impl VisionEncoder {
         };
         let (conv, cls, pos) = if hf {
             (
-                w.get("vision_model.embeddings.patch_embedding.weight", &[d, 3, p, p])?,
+                w.get(
+                    "vision_model.embeddings.patch_embedding.weight",
+                    &[d, 3, p, p],
+                )?,
                 w.get("vision_model.embeddings.class_embedding", &[d])?,
-                w.get("vision_model.embeddings.position_embedding.weight", &[n_pos, d])?,
+                w.get(
+                    "vision_model.embeddings.position_embedding.weight",
+                    &[n_pos, d],
+                )?,
             )
         } else {
             (
@@ -392,7 +484,10 @@ impl VisionEncoder {
                     .collect::<Result<_>>()?;
                 ResidualBlock {
                     ln_1: ln("", &format!("{b}.layer_norm1"))?,
-                    in_proj: candle_nn::Linear::new(Tensor::cat(&qkv_w, 0)?, Some(Tensor::cat(&qkv_b, 0)?)),
+                    in_proj: candle_nn::Linear::new(
+                        Tensor::cat(&qkv_w, 0)?,
+                        Some(Tensor::cat(&qkv_b, 0)?),
+                    ),
                     out_proj: lin(&format!("{b}.self_attn.out_proj"), d, d)?,
                     ln_2: ln("", &format!("{b}.layer_norm2"))?,
                     c_fc: lin(&format!("{b}.mlp.fc1"), cfg.mlp_dim, d)?,
@@ -422,7 +517,12 @@ impl VisionEncoder {
             match w.file.try_get("visual_projection.weight")? {
                 Some(t) => {
                     let out = t.dim(0)?;
-                    crate::weights::check_shape(w.file.path(), "visual_projection.weight", &t, &[out, d])?;
+                    crate::weights::check_shape(
+                        w.file.path(),
+                        "visual_projection.weight",
+                        &t,
+                        &[out, d],
+                    )?;
                     Some(t.t()?.contiguous()?)
                 }
                 None => None,
@@ -443,8 +543,16 @@ impl VisionEncoder {
             patch_weight: conv.reshape((d, 3 * p * p))?,
             class_embedding: cls,
             positional_embedding: pos,
-            ln_pre: if hf { ln("", "vision_model.pre_layrnorm")? } else { ln("visual.ln_pre", "")? },
-            ln_post: if hf { ln("", "vision_model.post_layernorm")? } else { ln("visual.ln_post", "")? },
+            ln_pre: if hf {
+                ln("", "vision_model.pre_layrnorm")?
+            } else {
+                ln("visual.ln_pre", "")?
+            },
+            ln_post: if hf {
+                ln("", "vision_model.post_layernorm")?
+            } else {
+                ln("visual.ln_post", "")?
+            },
             blocks,
             proj,
             cfg,
@@ -484,7 +592,10 @@ impl VisionEncoder {
             .reshape((n, gh * gw, c * p * p))?;
         let x = patches.broadcast_matmul(&self.patch_weight.t()?)?;
         let d = self.cfg.width;
-        let cls = self.class_embedding.reshape((1, 1, d))?.broadcast_as((n, 1, d))?;
+        let cls = self
+            .class_embedding
+            .reshape((1, 1, d))?
+            .broadcast_as((n, 1, d))?;
         let x = Tensor::cat(&[&cls.contiguous()?, &x], 1)?;
         let x = x.broadcast_add(&self.positional_embedding)?;
         let mut x = self.ln_pre.forward_inference(&x)?;
@@ -511,7 +622,9 @@ impl VisionEncoder {
     /// `encode_image`, used by RICES). Without a projection in the weights, `(N, width)`.
     pub fn embed_image(&self, pixels: &Tensor) -> candle_core::Result<Tensor> {
         let x = self.encode(&pixels.detach())?;
-        let pooled = self.ln_post.forward_inference(&x.narrow(1, 0, 1)?.squeeze(1)?)?;
+        let pooled = self
+            .ln_post
+            .forward_inference(&x.narrow(1, 0, 1)?.squeeze(1)?)?;
         match &self.proj {
             Some(p) => pooled.matmul(p),
             None => Ok(pooled),
@@ -519,9 +632,28 @@ impl VisionEncoder {
     }
 }
 
+/// Re-keys a weight file without DDP's `module.` prefixes (reads its `visual.*` tensors).
+fn strip_module_prefix(f: WeightFile) -> Result<WeightFile> {
+    if !f.names().iter().any(|n| n.starts_with("module.")) {
+        return Ok(f);
+    }
+    let mut tensors = std::collections::HashMap::new();
+    for name in f.names() {
+        let key = name.strip_prefix("module.").unwrap_or(&name).to_string();
+        if key.starts_with("visual.") {
+            tensors.insert(key, f.get_any(&name)?);
+        }
+    }
+    Ok(WeightFile::from_tensors(f.path().to_path_buf(), tensors))
+}
+
 /// Where a vision directory's weights live, for error messages and reports.
 pub fn vision_weights_path(dir: &Path) -> PathBuf {
-    for name in ["open_clip_model.safetensors", "open_clip_pytorch_model.bin", "model.safetensors"] {
+    for name in [
+        "open_clip_model.safetensors",
+        "open_clip_pytorch_model.bin",
+        "model.safetensors",
+    ] {
         let p = dir.join(name);
         if p.is_file() {
             return p;
@@ -585,19 +717,40 @@ pub(crate) mod tests {
         let d = 16;
         let mut t = HashMap::new();
         let g = |k: &str| oc[k].clone();
-        t.insert("vision_model.embeddings.patch_embedding.weight".into(), g("visual.conv1.weight"));
-        t.insert("vision_model.embeddings.class_embedding".into(), g("visual.class_embedding"));
-        t.insert("vision_model.embeddings.position_embedding.weight".into(), g("visual.positional_embedding"));
+        t.insert(
+            "vision_model.embeddings.patch_embedding.weight".into(),
+            g("visual.conv1.weight"),
+        );
+        t.insert(
+            "vision_model.embeddings.class_embedding".into(),
+            g("visual.class_embedding"),
+        );
+        t.insert(
+            "vision_model.embeddings.position_embedding.weight".into(),
+            g("visual.positional_embedding"),
+        );
         for (o, h) in [("ln_pre", "pre_layrnorm"), ("ln_post", "post_layernorm")] {
             for s in ["weight", "bias"] {
-                t.insert(format!("vision_model.{h}.{s}"), g(&format!("visual.{o}.{s}")));
+                t.insert(
+                    format!("vision_model.{h}.{s}"),
+                    g(&format!("visual.{o}.{s}")),
+                );
             }
         }
-        t.insert("visual_projection.weight".into(), g("visual.proj").t().unwrap().contiguous().unwrap());
+        t.insert(
+            "visual_projection.weight".into(),
+            g("visual.proj").t().unwrap().contiguous().unwrap(),
+        );
         for i in 0..2 {
             let o = format!("visual.transformer.resblocks.{i}");
             let h = format!("vision_model.encoder.layers.{i}");
-            for (a, b) in [("ln_1", "layer_norm1"), ("ln_2", "layer_norm2"), ("mlp.c_fc", "mlp.fc1"), ("mlp.c_proj", "mlp.fc2"), ("attn.out_proj", "self_attn.out_proj")] {
+            for (a, b) in [
+                ("ln_1", "layer_norm1"),
+                ("ln_2", "layer_norm2"),
+                ("mlp.c_fc", "mlp.fc1"),
+                ("mlp.c_proj", "mlp.fc2"),
+                ("attn.out_proj", "self_attn.out_proj"),
+            ] {
                 for s in ["weight", "bias"] {
                     t.insert(format!("{h}.{b}.{s}"), g(&format!("{o}.{a}.{s}")));
                 }
@@ -605,8 +758,14 @@ pub(crate) mod tests {
             let w = g(&format!("{o}.attn.in_proj_weight"));
             let bias = g(&format!("{o}.attn.in_proj_bias"));
             for (j, n) in ["q", "k", "v"].iter().enumerate() {
-                t.insert(format!("{h}.self_attn.{n}_proj.weight"), w.narrow(0, j * d, d).unwrap().contiguous().unwrap());
-                t.insert(format!("{h}.self_attn.{n}_proj.bias"), bias.narrow(0, j * d, d).unwrap().contiguous().unwrap());
+                t.insert(
+                    format!("{h}.self_attn.{n}_proj.weight"),
+                    w.narrow(0, j * d, d).unwrap().contiguous().unwrap(),
+                );
+                t.insert(
+                    format!("{h}.self_attn.{n}_proj.bias"),
+                    bias.narrow(0, j * d, d).unwrap().contiguous().unwrap(),
+                );
             }
         }
         candle_core::safetensors::save(&t, dir.join("model.safetensors")).unwrap();
@@ -655,7 +814,14 @@ pub(crate) mod tests {
             .contiguous()?
             .reshape((2, 4, 192))?
             .broadcast_matmul(&a.patch_weight.t()?)?;
-        assert!((conv - mine)?.abs()?.max_all()?.to_dtype(DType::F32)?.to_scalar::<f32>()? < 1e-4);
+        assert!(
+            (conv - mine)?
+                .abs()?
+                .max_all()?
+                .to_dtype(DType::F32)?
+                .to_scalar::<f32>()?
+                < 1e-4
+        );
         std::fs::remove_dir_all(&oc_dir).ok();
         std::fs::remove_dir_all(&hf_dir).ok();
         Ok(())
@@ -674,11 +840,17 @@ pub(crate) mod tests {
         std::fs::remove_dir_all(&dir).ok();
         let dir = tmp("badshape");
         let mut t = write_open_clip(&dir, false);
-        t.insert("visual.ln_pre.bias".into(), Tensor::zeros(3, DType::F32, &dev).unwrap());
+        t.insert(
+            "visual.ln_pre.bias".into(),
+            Tensor::zeros(3, DType::F32, &dev).unwrap(),
+        );
         candle_core::safetensors::save(&t, dir.join("open_clip_model.safetensors")).unwrap();
         let err = VisionEncoder::load(&dir, false, &dev).unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("visual.ln_pre.bias") && msg.contains("open_clip_model.safetensors"), "{msg}");
+        assert!(
+            msg.contains("visual.ln_pre.bias") && msg.contains("open_clip_model.safetensors"),
+            "{msg}"
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 }

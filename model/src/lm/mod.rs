@@ -1,11 +1,25 @@
 //! Decoder-only language models (OPT, GPT-NeoX, MPT/MosaicGPT, LLaMA) loaded from HF directories, exposed
 //! layer by layer so that Flamingo can insert gated cross-attention before any decoder layer.
 //!
-//! Every family reads `config.json` and `model.safetensors` (or a sharded `model.safetensors.index.json`) by
-//! HF weight names, and reproduces HF's causal + padding masks, position ids and ALiBi biases under left
-//! padding. All ops are composed differentiable candle ops, so gradients flow through the frozen LM (plain
-//! tensors) into trainable layers upstream of it. Forward methods return [`candle_core::Result`]; loading
-//! returns [`ModelError`].
+//! Every family reads `config.json` and `model.safetensors` (or sharded `model.safetensors.index.json`, or
+//! the PyTorch `pytorch_model.bin` equivalents) by HF weight names, and reproduces HF's causal + padding
+//! masks, position ids and ALiBi biases under left padding. All ops are composed differentiable candle ops,
+//! so gradients flow through the frozen LM (plain tensors) into trainable layers upstream of it. Forward
+//! methods return [`candle_core::Result`]; loading returns [`ModelError`].
+//!
+//! ```text
+//! let tok = FlamingoTokenizer::from_dir(dir)?;
+//! let lm = DecoderLm::load(dir, tok.len(), SpecialEmbeddingMode::Trainable, &tok.trainable_token_ids(), &dev)?;
+//! let ctx = AttnCtx::new(mask, 0); // (B, T) mask, 1 = token, 0 = left padding
+//! let mut cache = lm.new_cache();
+//! let mut x = lm.embed(&ids, &ctx)?;
+//! for i in 0..lm.num_layers() {
+//!     // (gated cross-attention goes here)
+//!     x = lm.layer(i, &x, &ctx, Some(&mut cache.layers[i]))?;
+//! }
+//! let logits = lm.logits(&x)?; // (B, T, tok.len())
+//! // next step: AttnCtx::new(mask with one more column of 1s, T) and the 1-token ids.
+//! ```
 
 mod gpt_neox;
 mod llama;
@@ -124,7 +138,9 @@ impl LmConfig {
     }
 }
 
-/// How rotary families (GPT-NeoX, LLaMA) derive position ids.
+/// How rotary families (GPT-NeoX, LLaMA) derive position ids. Rotary attention depends only on position
+/// differences, so both rules give the same logits for real tokens up to float rounding (~1e-7); pick the one
+/// HF used to be bit-closest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum PositionRule {
     /// As HF `generate` (`prepare_inputs_for_generation`): `cumsum(mask) - 1`, pads set to 1. A left-padded
