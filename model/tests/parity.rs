@@ -624,10 +624,9 @@ fn parity_mpt_n2() {
 /// batch row). The reference (`FlamingoLMMixin.forward` under `generate`) then recomputes the media
 /// locations from that step's tokens for EVERY row: rows whose token is not `<image>` get no
 /// cross-attention output from then on (text_time 0), the row(s) with it attend to image 1; the
-/// stored locations are indexed by row and not reordered with the beams. Ignored until the model
-/// reproduces this; run with `cargo test -p model --test parity -- --ignored`.
+/// stored locations are indexed by row and not reordered with the beams; `generate` reproduces
+/// this (see `Generation::fed_media_token`).
 #[test]
-#[ignore = "reference quirk after a generated <image> token is not reproduced yet"]
 fn parity_generations_feeding_image_token() {
     for name in [
         "opt_n1",
@@ -644,10 +643,9 @@ fn parity_generations_feeding_image_token() {
 
 /// MosaicGPT rank scoring as the eval code really computes it: the MosaicGPT forward writes the
 /// extended KV cache back into the list it was given, so every class name after the first is
-/// scored after the previous class names' tokens (`classes_reference_shared_cache`). Ignored
-/// until the model offers this reference-compatible mode; `-- --ignored` runs it.
+/// scored after the previous class names' tokens (`classes_reference_shared_cache`), which
+/// `RankOptions { shared_cache: true }` reproduces.
 #[test]
-#[ignore = "MosaicGPT shared-cache rank-scoring quirk is not reproduced"]
 fn parity_rank_scores_mosaic_gpt_shared_cache() {
     let case = Case::load("mosaic_gpt_n1", None);
     let prompts = case.exp["prompts"].as_array().unwrap();
@@ -664,7 +662,13 @@ fn parity_rank_scores_mosaic_gpt_shared_cache() {
             .iter()
             .map(|c| u32s(&quirk[*c]["ids"]))
             .collect();
-        let sums = rank_scores(&case.model, &batch, &cands, false).unwrap();
+        let sums = model::generate::rank_scores_with(
+            &case.model,
+            &batch,
+            &cands,
+            &model::generate::RankOptions { normalize_length: false, shared_cache: true },
+        )
+        .unwrap();
         for (j, c) in ["no", "yes"].iter().enumerate() {
             let want = quirk[*c]["sum"].as_f64().unwrap();
             assert_close(
