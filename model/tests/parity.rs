@@ -666,7 +666,10 @@ fn parity_rank_scores_mosaic_gpt_shared_cache() {
             &case.model,
             &batch,
             &cands,
-            &model::generate::RankOptions { normalize_length: false, shared_cache: true },
+            &model::generate::RankOptions {
+                normalize_length: false,
+                shared_cache: true,
+            },
         )
         .unwrap();
         for (j, c) in ["no", "yes"].iter().enumerate() {
