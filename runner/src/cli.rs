@@ -75,7 +75,22 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Score(_args) => anyhow::bail!("runner score: not built yet"),
-        Command::Data(DataCommand::Synth(_args)) => anyhow::bail!("runner data synth: not built yet"),
+        Command::Score(args) => {
+            use crate::eval::metrics::score::{Metric, score_files};
+            let metric: Metric = args.metric.parse()?;
+            let report = score_files(metric, &args.predictions, &args.annotations)?;
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!(
+                    "{}: {} ({} predictions)",
+                    report.metric, report.score, report.count
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Data(DataCommand::Synth(_args)) => {
+            anyhow::bail!("runner data synth: not built yet")
+        }
     }
 }

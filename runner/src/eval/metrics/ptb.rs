@@ -1,0 +1,549 @@
+//! The Stanford PTB tokenizer as pycocoevalcap runs it, reimplemented: CoreNLP 3.4.1
+//! `PTBTokenizer -preserveLines -lowerCase` over all captions joined by `"\n"`, then pycocoevalcap's
+//! removal of punctuation tokens.
+//!
+//! The lexer follows JFlex semantics: at each position the longest match over all rules wins (a
+//! trailing context `r1/r2` counts with its context), ties go to the earlier rule, and the token of a
+//! trailing-context rule is the longest `r1` prefix whose remainder matches `r2`. Java lexes UTF-16
+//! code units; a supplementary character (e.g. an emoji) is two surrogates that no rule but the
+//! "untokenizable" one accepts, so it is split into two stand-in characters here.
+
+use std::sync::OnceLock;
+
+use regex_automata::hybrid::dfa::{Cache, DFA, OverlappingState};
+use regex_automata::{Anchored, Input, MatchKind};
+
+use super::error::MetricError;
+use super::ptb_rules::{Action, caseless, rules};
+use super::python::{py_rstrip, py_split_whitespace};
+
+/// Tokens pycocoevalcap drops after tokenizing (`PUNCTUATIONS` in `ptbtokenizer.py`); the bracket
+/// names are upper case there, so the lower-cased `-lrb-` etc. survive.
+pub const COCO_PUNCTUATION: [&str; 17] = [
+    "''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-", "--",
+    "...", ";",
+];
+
+/// Stand-ins for the two UTF-16 surrogates of a supplementary character (private-use characters
+/// behave like surrogates: only negated classes and the catch-all rule accept them).
+const HIGH_STAND_IN: char = '\u{E000}';
+const LOW_STAND_IN: char = '\u{E001}';
+
+/// Longest prefix of `hay[start..]` matched by an anchored lazy DFA built with `MatchKind::All`.
+fn longest(
+    dfa: &DFA,
+    cache: &mut Cache,
+    hay: &str,
+    start: usize,
+    end: usize,
+) -> Result<Option<usize>, MetricError> {
+    let input = Input::new(hay).range(start..end).anchored(Anchored::Yes);
+    let found = dfa
+        .try_search_fwd(cache, &input)
+        .map_err(|e| MetricError::Tokenizer(format!("lazy DFA search failed: {e}")))?;
+    Ok(found.map(|m| m.offset()))
+}
+
+struct TrailingRule {
+    head: DFA,
+    tail: DFA,
+}
+
+/// The compiled lexer: one multi-pattern lazy DFA over all rules (each rule with its trailing context)
+/// plus, for trailing-context rules, separate head and tail DFAs to find the token boundary.
+pub struct PtbLexer {
+    all: DFA,
+    trailing: Vec<Option<TrailingRule>>,
+    actions: Vec<Action>,
+}
+
+fn build_dfa(patterns: &[String]) -> Result<DFA, MetricError> {
+    DFA::builder()
+        .configure(
+            DFA::config()
+                .match_kind(MatchKind::All)
+                .cache_capacity(32 * 1024 * 1024)
+                .minimum_cache_clear_count(None),
+        )
+        .build_many(patterns)
+        .map_err(|e| MetricError::Tokenizer(format!("building the PTB lexer: {e}")))
+}
+
+/// Caches of one tokenization run (lazy DFAs fill them as they go).
+struct Caches {
+    all: Cache,
+    trailing: Vec<Option<(Cache, Cache)>>,
+}
+
+impl PtbLexer {
+    /// Compile the rules of `PTBLexer.flex` 3.4.1.
+    pub fn new() -> Result<Self, MetricError> {
+        let specs = rules();
+        let mut combined = Vec::with_capacity(specs.len());
+        let mut trailing = Vec::with_capacity(specs.len());
+        let mut actions = Vec::with_capacity(specs.len());
+        for spec in &specs {
+            let head = caseless(&spec.head);
+            match &spec.tail {
+                Some(tail) => {
+                    let tail = caseless(tail);
+                    combined.push(format!("(?:{head})(?:{tail})"));
+                    trailing.push(Some(TrailingRule {
+                        head: build_dfa(std::slice::from_ref(&head))?,
+                        tail: build_dfa(std::slice::from_ref(&tail))?,
+                    }));
+                }
+                None => {
+                    combined.push(head);
+                    trailing.push(None);
+                }
+            }
+            actions.push(spec.action);
+        }
+        Ok(Self {
+            all: build_dfa(&combined)?,
+            trailing,
+            actions,
+        })
+    }
+
+    /// The shared lexer (compiled once per process).
+    pub fn shared() -> Result<&'static PtbLexer, MetricError> {
+        static LEXER: OnceLock<Result<PtbLexer, String>> = OnceLock::new();
+        LEXER
+            .get_or_init(|| PtbLexer::new().map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| MetricError::Tokenizer(e.clone()))
+    }
+
+    fn caches(&self) -> Caches {
+        Caches {
+            all: self.all.create_cache(),
+            trailing: self
+                .trailing
+                .iter()
+                .map(|t| {
+                    t.as_ref()
+                        .map(|t| (t.head.create_cache(), t.tail.create_cache()))
+                })
+                .collect(),
+        }
+    }
+
+    /// Longest match at `pos` over all rules: (rule, end of the whole match including context).
+    fn best_rule(
+        &self,
+        caches: &mut Caches,
+        hay: &str,
+        pos: usize,
+    ) -> Result<Option<(usize, usize)>, MetricError> {
+        let input = Input::new(hay).range(pos..).anchored(Anchored::Yes);
+        let mut state = OverlappingState::start();
+        let mut best: Option<(usize, usize)> = None;
+        loop {
+            self.all
+                .try_search_overlapping_fwd(&mut caches.all, &input, &mut state)
+                .map_err(|e| MetricError::Tokenizer(format!("lazy DFA search failed: {e}")))?;
+            let Some(m) = state.get_match() else { break };
+            let (rule, end) = (m.pattern().as_usize(), m.offset());
+            best = match best {
+                Some((r, e)) if e > end || (e == end && r < rule) => Some((r, e)),
+                _ => Some((rule, end)),
+            };
+        }
+        Ok(best)
+    }
+
+    /// Where the token of trailing-context rule `rule` ends, given the whole match `pos..end`: the
+    /// longest head prefix whose remainder matches the tail (JFlex's backward scan).
+    fn head_end(
+        &self,
+        caches: &mut Caches,
+        hay: &str,
+        rule: usize,
+        pos: usize,
+        end: usize,
+    ) -> Result<usize, MetricError> {
+        let (Some(t), Some((head_cache, tail_cache))) =
+            (&self.trailing[rule], &mut caches.trailing[rule])
+        else {
+            return Ok(end);
+        };
+        let mut k = end;
+        while k > pos {
+            k -= 1;
+            while !hay.is_char_boundary(k) {
+                k -= 1;
+            }
+            if k == pos {
+                break;
+            }
+            if longest(&t.tail, tail_cache, hay, k, end)? == Some(end)
+                && longest(&t.head, head_cache, hay, pos, k)? == Some(k)
+            {
+                return Ok(k);
+            }
+        }
+        Err(MetricError::Tokenizer(format!(
+            "no head/trailing-context split for rule {rule} in {:?}",
+            &hay[pos..end]
+        )))
+    }
+
+    /// Tokenize `text` as `PTBTokenizer -preserveLines -lowerCase` prints it: one output line per
+    /// input line, tokens joined by single spaces, lines joined by `"\n"`.
+    pub fn tokenize_to_text(&self, text: &str) -> Result<String, MetricError> {
+        let units = Utf16Units::new(text);
+        let hay = units.hay.as_str();
+        let mut caches = self.caches();
+        let mut out = String::with_capacity(text.len() + text.len() / 4);
+        let mut line_start = true;
+        let mut pos = 0;
+        while pos < hay.len() {
+            let Some((rule, end)) = self.best_rule(&mut caches, hay, pos)? else {
+                return Err(MetricError::Tokenizer(format!(
+                    "no PTB rule matches at byte {pos}"
+                )));
+            };
+            let mut token_end = self.head_end(&mut caches, hay, rule, pos, end)?;
+            let mut next = token_end;
+            let action = self.actions[rule];
+            let emitted: Option<String> = match action {
+                Action::Skip | Action::Delete => None,
+                Action::Newline => {
+                    out.push('\n');
+                    line_start = true;
+                    None
+                }
+                Action::PushBack(n) => {
+                    token_end -= n;
+                    next = token_end;
+                    Some(units.original(pos, token_end))
+                }
+                Action::AcronymSentenceEnd => {
+                    let text = units.original(pos, token_end);
+                    if text.chars().count() == 2 {
+                        token_end -= 1;
+                        next = token_end;
+                        Some(units.original(pos, token_end))
+                    } else {
+                        next = token_end - 1;
+                        Some(text)
+                    }
+                }
+                Action::AbbrevSentenceEnd => {
+                    next = token_end - 1;
+                    Some(units.original(pos, token_end))
+                }
+                other => Some(normalize(other, &units.original(pos, token_end))),
+            };
+            if let Some(token) = emitted {
+                if !line_start {
+                    out.push(' ');
+                }
+                line_start = false;
+                out.push_str(&java_lowercase(&token));
+            }
+            pos = next;
+        }
+        Ok(out)
+    }
+
+    /// The lower-cased tokens of each input line (for token-level tests against the jar).
+    pub fn tokenize_lines(&self, text: &str) -> Result<Vec<Vec<String>>, MetricError> {
+        Ok(self
+            .tokenize_to_text(text)?
+            .split('\n')
+            .map(|line| {
+                if line.is_empty() {
+                    Vec::new()
+                } else {
+                    line.split(' ').map(str::to_string).collect()
+                }
+            })
+            .collect())
+    }
+}
+
+/// Java's `String.toLowerCase(Locale.ENGLISH)`: Rust's mapping except for capital sigma, whose final
+/// form Java chooses by looking for cased letters anywhere in the same word (before it, and none
+/// after it), not only adjacent ones. A word here is a run of alphanumeric characters and marks.
+fn java_lowercase(token: &str) -> String {
+    if !token.contains('\u{3A3}') {
+        return token.to_lowercase();
+    }
+    let chars: Vec<char> = token.chars().collect();
+    let in_word = |c: char| c.is_alphanumeric() || is_mark(c);
+    let cased = |c: char| c.is_lowercase() || c.is_uppercase();
+    let mut out = String::with_capacity(token.len());
+    for (i, &c) in chars.iter().enumerate() {
+        if c != '\u{3A3}' {
+            out.extend(c.to_lowercase());
+            continue;
+        }
+        let before = word_scan(chars[..i].iter().rev().copied(), c, in_word).any(cased);
+        let after = word_scan(chars[i + 1..].iter().copied(), c, in_word).any(cased);
+        out.push(if before && !after {
+            '\u{3C2}'
+        } else {
+            '\u{3C3}'
+        });
+    }
+    out
+}
+
+/// The characters of the current word from a starting point (in either direction): word characters,
+/// and a mid-word punctuation mark (`.` `'` `’` `:` `·`) between two letters (UAX #29 WB6/WB7).
+fn word_scan(
+    iter: impl Iterator<Item = char>,
+    start: char,
+    in_word: impl Fn(char) -> bool,
+) -> impl Iterator<Item = char> {
+    let mut prev = start;
+    let mut iter = iter.peekable();
+    std::iter::from_fn(move || {
+        let c = iter.next()?;
+        if in_word(c) {
+            prev = c;
+            return Some(c);
+        }
+        let mid = matches!(c, '.' | '\'' | '\u{2019}' | ':' | '\u{B7}');
+        if mid && prev.is_alphabetic() && iter.peek().is_some_and(|n| n.is_alphabetic()) {
+            prev = c;
+            return Some(c);
+        }
+        None
+    })
+}
+
+/// Combining marks (general category M), which do not end a word.
+fn is_mark(c: char) -> bool {
+    static RE: OnceLock<regex::Regex> = OnceLock::new();
+    let mut buf = [0u8; 4];
+    RE.get_or_init(|| regex::Regex::new(r"^\p{M}$").expect("constant pattern"))
+        .is_match(c.encode_utf8(&mut buf))
+}
+
+/// The action blocks that rewrite token text.
+fn normalize(action: Action, text: &str) -> String {
+    match action {
+        Action::NbspSpaces => text.replace(' ', "\u{A0}"),
+        Action::MDash => "--".to_string(),
+        Action::NormalizeAmp => replace_caseless_amp(text),
+        Action::RemoveSoftHyphens => remove_soft_hyphens(text),
+        Action::Quotes { probably_left } => latex_quotes(text, probably_left),
+        Action::Fractions => text
+            .replace('\u{BC}', "1/4")
+            .replace('\u{BD}', "1/2")
+            .replace('\u{BE}', "3/4")
+            .replace('\u{2153}', "1/3")
+            .replace('\u{2154}', "2/3"),
+        Action::Currency => text
+            .replace('\u{A2}', "cents")
+            .replace('\u{A3}', "#")
+            .replace(['\u{80}', '\u{A4}', '\u{20A0}', '\u{20AC}'], "$"),
+        Action::Phone => text
+            .replace(' ', "\u{A0}")
+            .replace('(', "-LRB-")
+            .replace(')', "-RRB-"),
+        Action::Parens => text.replace('(', "-LRB-").replace(')', "-RRB-"),
+        Action::Replace(s) => s.to_string(),
+        Action::Hyphens => {
+            if (3..=4).contains(&text.len()) {
+                "--".to_string()
+            } else {
+                text.to_string()
+            }
+        }
+        Action::Ellipsis => "...".to_string(),
+        _ => text.to_string(),
+    }
+}
+
+/// `(?i:&amp;)` → `&`.
+fn replace_caseless_amp(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find('&') {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if tail.len() >= 5 && tail.is_char_boundary(5) && tail[..5].eq_ignore_ascii_case("&amp;") {
+            out.push('&');
+            rest = &tail[5..];
+        } else {
+            out.push('&');
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+fn remove_soft_hyphens(text: &str) -> String {
+    if !text.contains('\u{AD}') {
+        return text.to_string();
+    }
+    let out: String = text.chars().filter(|&c| c != '\u{AD}').collect();
+    if out.is_empty() { "-".to_string() } else { out }
+}
+
+/// `PTBLexer.latexQuotes`.
+fn latex_quotes(text: &str, probably_left: bool) -> String {
+    let (single, double) = if probably_left {
+        ("`", "``")
+    } else {
+        ("'", "''")
+    };
+    let s = text.replace("&apos;", single).replace('\'', single);
+    let s = s.replace('"', double).replace("&quot;", double);
+    s.replace(['\u{91}', '\u{2018}', '\u{201B}', '\u{2039}'], "`")
+        .replace(['\u{92}', '\u{2019}', '\u{203A}'], "'")
+        .replace(['\u{93}', '\u{201C}', '\u{AB}'], "``")
+        .replace(['\u{94}', '\u{201D}', '\u{BB}'], "''")
+}
+
+/// The input as the Java lexer sees it: supplementary characters become two stand-ins, with a map
+/// back to the original text.
+struct Utf16Units {
+    hay: String,
+    /// Byte offsets in `hay` of high stand-ins, with the original character.
+    supplementary: Vec<(usize, char)>,
+}
+
+impl Utf16Units {
+    fn new(text: &str) -> Self {
+        let mut hay = String::with_capacity(text.len());
+        let mut supplementary = Vec::new();
+        for c in text.chars() {
+            if (c as u32) > 0xFFFF {
+                supplementary.push((hay.len(), c));
+                hay.push(HIGH_STAND_IN);
+                hay.push(LOW_STAND_IN);
+            } else {
+                hay.push(c);
+            }
+        }
+        Self { hay, supplementary }
+    }
+
+    /// The original text of `hay[start..end]`; a lone surrogate half prints as `?` (Java's UTF-8
+    /// encoder replacement).
+    fn original(&self, start: usize, end: usize) -> String {
+        let slice = &self.hay[start..end];
+        if self.supplementary.is_empty() || !slice.contains([HIGH_STAND_IN, LOW_STAND_IN]) {
+            return slice.to_string();
+        }
+        let mut out = String::with_capacity(slice.len());
+        let mut iter = slice.char_indices().peekable();
+        while let Some((i, c)) = iter.next() {
+            let at = start + i;
+            let high = self
+                .supplementary
+                .binary_search_by_key(&at, |&(o, _)| o)
+                .ok();
+            let low = at >= HIGH_STAND_IN.len_utf8()
+                && self
+                    .supplementary
+                    .binary_search_by_key(&(at - HIGH_STAND_IN.len_utf8()), |&(o, _)| o)
+                    .is_ok();
+            match (c, high) {
+                (HIGH_STAND_IN, Some(k)) => {
+                    if iter.peek().is_some() {
+                        iter.next();
+                        out.push(self.supplementary[k].1);
+                    } else {
+                        out.push('?');
+                    }
+                }
+                (LOW_STAND_IN, _) if low => out.push('?'),
+                _ => out.push(c),
+            }
+        }
+        out
+    }
+}
+
+/// pycocoevalcap's `PTBTokenizer.tokenize` for a list of captions, in order: newlines inside a
+/// caption become spaces, the captions are joined by `"\n"`, tokenized, split on `"\n"`, and each line
+/// is right-stripped, split on single spaces and cleared of [`COCO_PUNCTUATION`]. Returns the words of
+/// each caption as CIDEr's `str.split()` sees them.
+///
+/// Like the reference, a caption holding another line break the lexer honours (`\r`, U+2028, U+2029,
+/// U+000B, U+000C, U+0085) shifts the lines of every later caption by one; this is reproduced.
+pub fn tokenize_captions(captions: &[&str]) -> Result<Vec<Vec<String>>, MetricError> {
+    let lexer = PtbLexer::shared()?;
+    let joined = captions
+        .iter()
+        .map(|c| c.replace('\n', " "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let output = lexer.tokenize_to_text(&joined)?;
+    let lines: Vec<&str> = output.split('\n').collect();
+    if lines.len() < captions.len() {
+        return Err(MetricError::Tokenizer(format!(
+            "the PTB tokenizer produced {} lines for {} captions",
+            lines.len(),
+            captions.len()
+        )));
+    }
+    Ok(lines[..captions.len()]
+        .iter()
+        .map(|line| {
+            let kept: Vec<&str> = py_rstrip(line)
+                .split(' ')
+                .filter(|w| !COCO_PUNCTUATION.contains(w))
+                .collect();
+            py_split_whitespace(&kept.join(" "))
+                .into_iter()
+                .map(str::to_string)
+                .collect()
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toks(s: &str) -> Vec<String> {
+        PtbLexer::shared()
+            .unwrap()
+            .tokenize_lines(s)
+            .unwrap()
+            .remove(0)
+    }
+
+    #[test]
+    fn contractions_numbers_and_brackets() {
+        assert_eq!(
+            toks("A man's dog can't go (quickly)."),
+            [
+                "a", "man", "'s", "dog", "ca", "n't", "go", "-lrb-", "quickly", "-rrb-", "."
+            ]
+        );
+        assert_eq!(
+            toks("Cannot gonna 3.5 $5 100% 1,000 1/2"),
+            [
+                "can", "not", "gon", "na", "3.5", "$", "5", "100", "%", "1,000", "1/2"
+            ]
+        );
+        assert_eq!(
+            toks("U.S. The end etc. Then"),
+            ["u.s.", ".", "the", "end", "etc.", ".", "then"]
+        );
+    }
+
+    #[test]
+    fn supplementary_characters_are_deleted() {
+        assert_eq!(toks("emoji \u{1F600} here"), ["emoji", "here"]);
+    }
+
+    #[test]
+    fn captions_keep_alignment_and_drop_punctuation() {
+        let out = tokenize_captions(&["A dog.", "", "He said \"hi\" -- ok..."]).unwrap();
+        assert_eq!(
+            out,
+            vec![vec!["a", "dog"], vec![], vec!["he", "said", "hi", "ok"]]
+        );
+    }
+}
