@@ -43,11 +43,9 @@ fn assert_rel(actual: f64, expected: f64, tol: f64, what: &str) {
     assert!(ok, "{what}: got {actual:.17}, expected {expected:.17}");
 }
 
-#[test]
-fn ptb_tokens_match_the_corenlp_jar() {
-    // The script ran the jar once over all cases joined by "\n" (as pycocoevalcap does), so a case's
-    // trailing context may include the line break after it: tokenize the same joined text.
-    let cases = fixture("ptb_tokens.json");
+/// Compare our tokenizer with the jar's output on cases the jar tokenized in one run, joined by
+/// "\n" (as pycocoevalcap runs it): a case's trailing context may include the line break after it.
+fn compare_with_jar(cases: &Value) {
     let list = cases["cases"].as_array().expect("cases");
     let texts: Vec<&str> = list
         .iter()
@@ -88,6 +86,21 @@ fn ptb_tokens_match_the_corenlp_jar() {
         list.len(),
         failures[..failures.len().min(25)].join("\n")
     );
+}
+
+#[test]
+fn ptb_tokens_match_the_corenlp_jar() {
+    compare_with_jar(&fixture("ptb_tokens.json"));
+}
+
+/// A large fuzz file from `metrics_golden.py --fuzz N` (not committed):
+/// `PTB_FUZZ_FILE=/tmp/ptb_fuzz.json cargo test -p runner --test metrics_golden -- --ignored`.
+#[test]
+#[ignore]
+fn ptb_fuzz_file_matches_the_corenlp_jar() {
+    let path = std::env::var("PTB_FUZZ_FILE").expect("set PTB_FUZZ_FILE");
+    let text = std::fs::read_to_string(&path).expect("fuzz file");
+    compare_with_jar(&serde_json::from_str(&text).expect("json"));
 }
 
 #[test]

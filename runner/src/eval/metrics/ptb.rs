@@ -266,14 +266,13 @@ impl PtbLexer {
 }
 
 /// Java's `String.toLowerCase(Locale.ENGLISH)`: Rust's mapping except for capital sigma, whose final
-/// form Java chooses by looking for cased letters anywhere in the same word (before it, and none
-/// after it), not only adjacent ones. A word here is a run of alphanumeric characters and marks.
+/// form Java chooses with its word `BreakIterator`: final when a cased letter precedes it anywhere in
+/// the same word and none follows it there (Rust only looks at adjacent characters).
 fn java_lowercase(token: &str) -> String {
     if !token.contains('\u{3A3}') {
         return token.to_lowercase();
     }
     let chars: Vec<char> = token.chars().collect();
-    let in_word = |c: char| c.is_alphanumeric() || is_mark(c);
     let cased = |c: char| c.is_lowercase() || c.is_uppercase();
     let mut out = String::with_capacity(token.len());
     for (i, &c) in chars.iter().enumerate() {
@@ -281,8 +280,8 @@ fn java_lowercase(token: &str) -> String {
             out.extend(c.to_lowercase());
             continue;
         }
-        let before = word_scan(chars[..i].iter().rev().copied(), c, in_word).any(cased);
-        let after = word_scan(chars[i + 1..].iter().copied(), c, in_word).any(cased);
+        let before = word_scan(chars[..i].iter().rev().copied(), c).any(cased);
+        let after = word_scan(chars[i + 1..].iter().copied(), c).any(cased);
         out.push(if before && !after {
             '\u{3C2}'
         } else {
@@ -292,36 +291,48 @@ fn java_lowercase(token: &str) -> String {
     out
 }
 
-/// The characters of the current word from a starting point (in either direction): word characters,
-/// and a mid-word punctuation mark (`.` `'` `’` `:` `·`) between two letters (UAX #29 WB6/WB7).
-fn word_scan(
-    iter: impl Iterator<Item = char>,
-    start: char,
-    in_word: impl Fn(char) -> bool,
-) -> impl Iterator<Item = char> {
+/// Unicode property tests the word scan needs (compiled once).
+fn has_property(c: char, which: usize) -> bool {
+    static RES: OnceLock<[regex::Regex; 3]> = OnceLock::new();
+    let res = RES.get_or_init(|| {
+        [
+            r"^\p{M}$",
+            r"^\p{Ideographic}$",
+            r"^[\p{Pd}\x{AD}\x{2027}\x22'.]$",
+        ]
+        .map(|p| regex::Regex::new(p).expect("constant pattern"))
+    });
+    let mut buf = [0u8; 4];
+    res[which].is_match(c.encode_utf8(&mut buf))
+}
+
+fn is_word_letter(c: char) -> bool {
+    (c.is_alphabetic() && !has_property(c, 1)) || has_property(c, 0) || c == '_'
+}
+
+fn is_word_char(c: char) -> bool {
+    is_word_letter(c) || (c.is_numeric() && !has_property(c, 1))
+}
+
+/// The characters of the current word from a starting point (in either direction), following Java's
+/// legacy word-break rules: letters (not ideographs), marks, `_` and digits continue a word; a dash,
+/// soft hyphen, U+2027, `"`, `'` or `.` continues it only between two letters; ideographs break.
+fn word_scan(iter: impl Iterator<Item = char>, start: char) -> impl Iterator<Item = char> {
     let mut prev = start;
     let mut iter = iter.peekable();
     std::iter::from_fn(move || {
         let c = iter.next()?;
-        if in_word(c) {
+        if is_word_char(c) {
             prev = c;
             return Some(c);
         }
-        let mid = matches!(c, '.' | '\'' | '\u{2019}' | ':' | '\u{B7}');
-        if mid && prev.is_alphabetic() && iter.peek().is_some_and(|n| n.is_alphabetic()) {
+        let mid = has_property(c, 2);
+        if mid && is_word_letter(prev) && iter.peek().is_some_and(|&n| is_word_letter(n)) {
             prev = c;
             return Some(c);
         }
         None
     })
-}
-
-/// Combining marks (general category M), which do not end a word.
-fn is_mark(c: char) -> bool {
-    static RE: OnceLock<regex::Regex> = OnceLock::new();
-    let mut buf = [0u8; 4];
-    RE.get_or_init(|| regex::Regex::new(r"^\p{M}$").expect("constant pattern"))
-        .is_match(c.encode_utf8(&mut buf))
 }
 
 /// The action blocks that rewrite token text.
