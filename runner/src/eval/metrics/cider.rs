@@ -5,7 +5,7 @@
 //! times 10, mean over images.
 
 use std::collections::HashMap;
-use std::hash::Hash;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use super::error::MetricError;
 use super::ptb::tokenize_captions;
@@ -25,51 +25,127 @@ pub struct CiderResult {
     pub per_image: Vec<f64>,
 }
 
-/// An n-gram of interned word ids (unused slots are `u32::MAX`).
-type Gram = [u32; N];
+/// Multiply-rotate hasher for the interning maps (SipHash dominated the run time).
+#[derive(Default, Clone, Copy)]
+struct FxHasher(u64);
 
-/// Term frequencies of one sentence, in first-occurrence order (the order Python's dict iterates).
-struct Counts {
-    grams: Vec<(Gram, usize, f64)>,
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut buf = [0u8; 8];
+            buf.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(buf));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut buf = [0u8; 8];
+            buf[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(buf));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.add(u64::from(i));
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    fn finish(&self) -> u64 {
+        // The product's low bits only see the input's low bits; hash tables index by low bits.
+        self.0.rotate_left(26)
+    }
 }
 
-fn precook(words: &[u32]) -> Counts {
-    let mut index: HashMap<Gram, usize> = HashMap::new();
-    let mut grams: Vec<(Gram, usize, f64)> = Vec::new();
-    for k in 1..=N {
-        for i in 0..(words.len() + 1).saturating_sub(k) {
-            let mut g = [u32::MAX; N];
-            g[..k].copy_from_slice(&words[i..i + k]);
-            match index.get(&g) {
-                Some(&j) => grams[j].2 += 1.0,
-                None => {
-                    index.insert(g, grams.len());
-                    grams.push((g, k - 1, 1.0));
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+/// Term frequencies of one sentence: (n-gram id, order index n-1, count) in first-occurrence order,
+/// the order Python's dict iterates (it fixes the order of the float sums).
+type Counts = Vec<(u32, usize, f64)>;
+
+/// Assigns ids to n-grams and counts them per sentence. An n-gram's id is interned from (id of its
+/// first n-1 words, last word), so no n-gram is hashed as a whole.
+#[derive(Default)]
+struct GramTable {
+    ids: FxMap<u64, u32>,
+    /// Per n-gram id: the sentence that last saw it and its index in that sentence's counts.
+    seen_in: Vec<(u32, u32)>,
+    sentence: u32,
+}
+
+impl GramTable {
+    fn intern(&mut self, prefix: u32, word: u32) -> u32 {
+        let next = self.ids.len() as u32;
+        let id = *self
+            .ids
+            .entry((u64::from(prefix) << 32) | u64::from(word))
+            .or_insert(next);
+        if id as usize == self.seen_in.len() {
+            self.seen_in.push((0, 0));
+        }
+        id
+    }
+
+    fn len(&self) -> usize {
+        self.seen_in.len()
+    }
+
+    fn precook(&mut self, words: &[u32]) -> Counts {
+        self.sentence += 1;
+        // ids[k-1][i]: id of the k-gram starting at word i.
+        let mut ids: [Vec<u32>; N] = Default::default();
+        for k in 1..=N {
+            let count = (words.len() + 1).saturating_sub(k);
+            let mut row = Vec::with_capacity(count);
+            for i in 0..count {
+                let prefix = if k == 1 { u32::MAX } else { ids[k - 2][i] };
+                row.push(self.intern(prefix, words[i + k - 1]));
+            }
+            ids[k - 1] = row;
+        }
+        // Python's loop order (n outer, position inner) fixes the first-occurrence order.
+        let mut counts: Counts = Vec::with_capacity(words.len() * N);
+        for (n, row) in ids.iter().enumerate() {
+            for &id in row {
+                let slot = &mut self.seen_in[id as usize];
+                if slot.0 == self.sentence {
+                    counts[slot.1 as usize].2 += 1.0;
+                } else {
+                    *slot = (self.sentence, counts.len() as u32);
+                    counts.push((id, n, 1.0));
                 }
             }
         }
+        counts
     }
-    Counts { grams }
 }
 
-/// The tf-idf vectors of one sentence (`counts2vec`).
+/// The tf-idf vector of one sentence (`counts2vec`): weights in count order.
 struct Vector {
-    weights: [HashMap<Gram, f64>; N],
-    order: Vec<(Gram, usize)>,
+    weights: Vec<(u32, usize, f64)>,
     norm: [f64; N],
     length: f64,
 }
 
-fn counts_to_vec(counts: &Counts, df: &HashMap<Gram, f64>, ref_len: f64) -> Vector {
-    let mut weights: [HashMap<Gram, f64>; N] = Default::default();
-    let mut order = Vec::with_capacity(counts.grams.len());
+fn counts_to_vec(counts: &Counts, df: &[f64], ref_len: f64) -> Vector {
+    let mut weights = Vec::with_capacity(counts.len());
     let mut norm = [0.0; N];
     let mut length = 0.0;
-    for &(g, n, tf) in &counts.grams {
-        let d = df.get(&g).copied().unwrap_or(0.0).max(1.0).ln();
+    for &(id, n, tf) in counts {
+        let d = df[id as usize].max(1.0).ln();
         let w = tf * (ref_len - d);
-        weights[n].insert(g, w);
-        order.push((g, n));
+        weights.push((id, n, w));
         norm[n] += w.powi(2);
         if n == 1 {
             length += tf;
@@ -77,19 +153,24 @@ fn counts_to_vec(counts: &Counts, df: &HashMap<Gram, f64>, ref_len: f64) -> Vect
     }
     Vector {
         weights,
-        order,
         norm: norm.map(f64::sqrt),
         length,
     }
 }
 
-fn sim(hyp: &Vector, r: &Vector) -> [f64; N] {
+/// `sim`: `dense` is a zeroed scratch array over n-gram ids, used to look up the reference weights.
+fn sim(hyp: &Vector, r: &Vector, dense: &mut [f64]) -> [f64; N] {
     let delta = hyp.length - r.length;
     let mut val = [0.0; N];
-    for &(g, n) in &hyp.order {
-        let h = hyp.weights[n][&g];
-        let rv = r.weights[n].get(&g).copied().unwrap_or(0.0);
+    for &(id, _, w) in &r.weights {
+        dense[id as usize] = w;
+    }
+    for &(id, n, h) in &hyp.weights {
+        let rv = dense[id as usize];
         val[n] += h.min(rv) * rv;
+    }
+    for &(id, _, _) in &r.weights {
+        dense[id as usize] = 0.0;
     }
     for n in 0..N {
         if hyp.norm[n] != 0.0 && r.norm[n] != 0.0 {
@@ -115,47 +196,52 @@ pub fn cider_d_tokens<'a>(
     if cands.is_empty() {
         return Err(MetricError::Mismatch("CIDEr over zero images".to_string()));
     }
-    let mut vocab: HashMap<&'a str, u32> = HashMap::new();
-    let mut intern = |words: &'a [String]| -> Vec<u32> {
-        words
+    if refs.iter().any(Vec::is_empty) {
+        return Err(MetricError::Mismatch(
+            "an image has no reference captions".to_string(),
+        ));
+    }
+    let mut vocab: FxMap<&'a str, u32> = FxMap::default();
+    let mut table = GramTable::default();
+    let mut cook = |words: &'a [String]| -> Counts {
+        let ids: Vec<u32> = words
             .iter()
             .map(|w| {
                 let next = vocab.len() as u32;
                 *vocab.entry(w.as_str()).or_insert(next)
             })
-            .collect()
+            .collect();
+        table.precook(&ids)
     };
-    let test: Vec<Counts> = cands.iter().map(|c| precook(&intern(c))).collect();
     let crefs: Vec<Vec<Counts>> = refs
         .iter()
-        .map(|rs| rs.iter().map(|r| precook(&intern(r))).collect())
+        .map(|rs| rs.iter().map(|r| cook(r)).collect())
         .collect();
+    let test: Vec<Counts> = cands.iter().map(|c| cook(c)).collect();
 
-    let mut df: HashMap<Gram, f64> = HashMap::new();
-    for rs in &crefs {
-        let mut seen: std::collections::HashSet<Gram> = std::collections::HashSet::new();
+    // Document frequency: the number of images whose references contain the n-gram.
+    let mut df = vec![0.0; table.len()];
+    let mut last_image = vec![usize::MAX; table.len()];
+    for (image, rs) in crefs.iter().enumerate() {
         for r in rs {
-            for &(g, _, _) in &r.grams {
-                if seen.insert(g) {
-                    *df.entry(g).or_insert(0.0) += 1.0;
+            for &(id, _, _) in r {
+                if last_image[id as usize] != image {
+                    last_image[id as usize] = image;
+                    df[id as usize] += 1.0;
                 }
             }
         }
     }
     let ref_len = (crefs.len() as f64).ln();
 
+    let mut dense = vec![0.0; table.len()];
     let mut per_image = Vec::with_capacity(test.len());
     for (t, rs) in test.iter().zip(&crefs) {
-        if rs.is_empty() {
-            return Err(MetricError::Mismatch(
-                "an image has no reference captions".to_string(),
-            ));
-        }
         let hyp = counts_to_vec(t, &df, ref_len);
         let mut score = [0.0; N];
         for r in rs {
             let rv = counts_to_vec(r, &df, ref_len);
-            let s = sim(&hyp, &rv);
+            let s = sim(&hyp, &rv, &mut dense);
             for n in 0..N {
                 score[n] += s[n];
             }

@@ -6,22 +6,22 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum MetricError {
     /// A file could not be read.
-    #[error("{path}: cannot read: {source}")]
+    #[error("{path}: cannot read: {cause}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A file is not valid JSON (or a JSON line is not).
-    #[error("{path}: malformed JSON{at}: {source}", at = line.map(|l| format!(" on line {l}")).unwrap_or_default())]
+    #[error("{path}: malformed JSON{at}: {cause}", at = line.map(|l| format!(" on line {l}")).unwrap_or_default())]
     Json {
         /// The file.
         path: PathBuf,
         /// The 1-based line for JSON-lines files.
         line: Option<usize>,
         /// The parser's error.
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
     /// A file parses but does not have the expected structure.
     #[error("{path}: {entry}: {reason}")]

@@ -30,6 +30,45 @@ impl fmt::Display for SampleId {
     }
 }
 
+/// Typed mirrors of the caption files: parsing into them skips building JSON maps (several times
+/// faster). Any file they reject is parsed again as a JSON value, which names the offending entry.
+mod typed {
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    pub enum Id {
+        Int(i64),
+        Str(String),
+    }
+
+    #[derive(Deserialize)]
+    pub struct Image {
+        pub id: Id,
+    }
+
+    #[derive(Deserialize)]
+    pub struct Caption {
+        pub image_id: Id,
+        pub caption: String,
+    }
+
+    #[derive(Deserialize)]
+    pub struct CocoFile {
+        pub images: Option<Vec<Image>>,
+        pub annotations: Vec<Caption>,
+    }
+}
+
+impl From<typed::Id> for SampleId {
+    fn from(id: typed::Id) -> Self {
+        match id {
+            typed::Id::Int(i) => SampleId::Int(i),
+            typed::Id::Str(s) => SampleId::Str(s),
+        }
+    }
+}
+
 fn format_err(path: &Path, entry: impl Into<String>, reason: impl Into<String>) -> MetricError {
     MetricError::Format {
         path: path.to_path_buf(),
@@ -39,18 +78,18 @@ fn format_err(path: &Path, entry: impl Into<String>, reason: impl Into<String>) 
 }
 
 fn read_text(path: &Path) -> Result<String, MetricError> {
-    std::fs::read_to_string(path).map_err(|source| MetricError::Io {
+    std::fs::read_to_string(path).map_err(|cause| MetricError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     })
 }
 
 /// Parse a whole file as one JSON value.
 pub fn read_json(path: &Path) -> Result<Value, MetricError> {
-    serde_json::from_str(&read_text(path)?).map_err(|source| MetricError::Json {
+    serde_json::from_str(&read_text(path)?).map_err(|cause| MetricError::Json {
         path: path.to_path_buf(),
         line: None,
-        source,
+        cause,
     })
 }
 
@@ -61,10 +100,10 @@ pub fn read_json_list_or_lines(path: &Path) -> Result<Vec<Value>, MetricError> {
         return match serde_json::from_str(&text) {
             Ok(Value::Array(items)) => Ok(items),
             Ok(_) => Err(format_err(path, "top level", "expected a JSON list")),
-            Err(source) => Err(MetricError::Json {
+            Err(cause) => Err(MetricError::Json {
                 path: path.to_path_buf(),
                 line: None,
-                source,
+                cause,
             }),
         };
     }
@@ -72,10 +111,10 @@ pub fn read_json_list_or_lines(path: &Path) -> Result<Vec<Value>, MetricError> {
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|source| MetricError::Json {
+            serde_json::from_str(l).map_err(|cause| MetricError::Json {
                 path: path.to_path_buf(),
                 line: Some(i + 1),
-                source,
+                cause,
             })
         })
         .collect()
@@ -163,6 +202,29 @@ fn read_predictions<T>(
 
 /// COCO caption results `[{"image_id", "caption"}]`.
 pub fn read_caption_predictions(path: &Path) -> Result<Vec<(SampleId, String)>, MetricError> {
+    if let Ok(list) = serde_json::from_str::<Vec<typed::Caption>>(&read_text(path)?) {
+        if list.is_empty() {
+            return Err(MetricError::EmptyPredictions {
+                path: path.to_path_buf(),
+            });
+        }
+        let mut seen: HashMap<SampleId, usize> = HashMap::with_capacity(list.len());
+        let mut out = Vec::with_capacity(list.len());
+        for (i, item) in list.into_iter().enumerate() {
+            let id = SampleId::from(item.image_id);
+            if let Some(&first) = seen.get(&id) {
+                return Err(MetricError::DuplicateId {
+                    path: path.to_path_buf(),
+                    index: i,
+                    first,
+                    id: id.to_string(),
+                });
+            }
+            seen.insert(id.clone(), i);
+            out.push((id, item.caption));
+        }
+        return Ok(out);
+    }
     read_predictions(path, "image_id", |item, entry| {
         string_of(item, "caption", path, entry)
     })
@@ -209,19 +271,26 @@ pub struct CocoCaptions {
 
 /// Read a COCO captions file `{"images": [{"id"}], "annotations": [{"image_id", "caption"}]}`.
 pub fn read_coco_captions(path: &Path) -> Result<CocoCaptions, MetricError> {
-    let json = read_json(path)?;
-    let anns = as_list(
-        json.get("annotations")
-            .ok_or_else(|| format_err(path, "top level", "missing \"annotations\""))?,
-        path,
-        "annotations",
-    )?;
+    let (image_list, anns) = match serde_json::from_str::<typed::CocoFile>(&read_text(path)?) {
+        Ok(file) => (
+            file.images.map(|list| {
+                list.into_iter()
+                    .map(|img| SampleId::from(img.id))
+                    .collect::<Vec<_>>()
+            }),
+            file.annotations
+                .into_iter()
+                .map(|a| (SampleId::from(a.image_id), a.caption))
+                .collect::<Vec<_>>(),
+        ),
+        Err(_) => coco_captions_from_value(path)?,
+    };
     let mut images = Vec::new();
     let mut refs: HashMap<SampleId, Vec<String>> = HashMap::new();
-    if let Some(list) = json.get("images") {
-        let mut seen: HashMap<SampleId, usize> = HashMap::new();
-        for (i, img) in as_list(list, path, "images")?.iter().enumerate() {
-            let id = id_of(img, "id", path, &format!("images[{i}]"))?;
+    let has_image_list = image_list.is_some();
+    if let Some(list) = image_list {
+        let mut seen: HashMap<SampleId, usize> = HashMap::with_capacity(list.len());
+        for (i, id) in list.into_iter().enumerate() {
             if let Some(&first) = seen.get(&id) {
                 return Err(MetricError::DuplicateId {
                     path: path.to_path_buf(),
@@ -235,11 +304,7 @@ pub fn read_coco_captions(path: &Path) -> Result<CocoCaptions, MetricError> {
             refs.insert(id, Vec::new());
         }
     }
-    let has_image_list = json.get("images").is_some();
-    for (i, ann) in anns.iter().enumerate() {
-        let entry = format!("annotations[{i}]");
-        let id = id_of(ann, "image_id", path, &entry)?;
-        let caption = string_of(ann, "caption", path, &entry)?;
+    for (id, caption) in anns {
         match refs.get_mut(&id) {
             Some(list) => list.push(caption),
             None if !has_image_list => {
@@ -255,6 +320,43 @@ pub fn read_coco_captions(path: &Path) -> Result<CocoCaptions, MetricError> {
         images,
         refs,
     })
+}
+
+/// The image list (if any) and the (image id, caption) annotations of a COCO captions file, read as
+/// a JSON value so that errors name the entry.
+#[allow(clippy::type_complexity)]
+fn coco_captions_from_value(
+    path: &Path,
+) -> Result<(Option<Vec<SampleId>>, Vec<(SampleId, String)>), MetricError> {
+    let json = read_json(path)?;
+    let anns = as_list(
+        json.get("annotations")
+            .ok_or_else(|| format_err(path, "top level", "missing \"annotations\""))?,
+        path,
+        "annotations",
+    )?;
+    let images = match json.get("images") {
+        Some(list) => Some(
+            as_list(list, path, "images")?
+                .iter()
+                .enumerate()
+                .map(|(i, img)| id_of(img, "id", path, &format!("images[{i}]")))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        None => None,
+    };
+    let anns = anns
+        .iter()
+        .enumerate()
+        .map(|(i, ann)| {
+            let entry = format!("annotations[{i}]");
+            Ok((
+                id_of(ann, "image_id", path, &entry)?,
+                string_of(ann, "caption", path, &entry)?,
+            ))
+        })
+        .collect::<Result<Vec<_>, MetricError>>()?;
+    Ok((images, anns))
 }
 
 /// Read a VQA v2 annotations file `{"annotations": [{"question_id", "answers": [{"answer", ...}]}]}`.

@@ -200,6 +200,28 @@ impl PtbLexer {
         let mut line_start = true;
         let mut pos = 0;
         while pos < hay.len() {
+            match fast_path(hay.as_bytes(), pos) {
+                Some(Fast::Space(next)) => {
+                    pos = next;
+                    continue;
+                }
+                Some(Fast::Newline) => {
+                    out.push('\n');
+                    line_start = true;
+                    pos += 1;
+                    continue;
+                }
+                Some(Fast::Token(end)) => {
+                    if !line_start {
+                        out.push(' ');
+                    }
+                    line_start = false;
+                    out.extend(hay[pos..end].chars().map(|c| c.to_ascii_lowercase()));
+                    pos = end;
+                    continue;
+                }
+                None => {}
+            }
             let Some((rule, end)) = self.best_rule(&mut caches, hay, pos)? else {
                 return Err(MetricError::Tokenizer(format!(
                     "no PTB rule matches at byte {pos}"
@@ -333,6 +355,114 @@ fn word_scan(iter: impl Iterator<Item = char>, start: char) -> impl Iterator<Ite
         }
         None
     })
+}
+
+/// What the lexer certainly does at a position, decided without the DFA.
+enum Fast {
+    /// Spaces: no token; continue at the given offset.
+    Space(usize),
+    /// A `\n`: end of the output line.
+    Newline,
+    /// A token `pos..end` whose text is emitted unchanged.
+    Token(usize),
+}
+
+/// The common cases of caption text, where every rule's outcome is known:
+/// - a run of ASCII spaces (only the whitespace rule starts with a space);
+/// - `\n` (only the newline rule starts with it);
+/// - a run of ASCII letters followed by a space, `\n` or the end: no rule matches past the space
+///   except with the same token text (`{ACRO}/{SPACENL}`, `{ABBREV4}/{SPACE}`), apart from the
+///   push-back words `cannot gonna gotta lemme gimme wanna`, which are excluded;
+/// - a period followed by the end, `\n`, or a space and then anything but a period (`. . .` would
+///   be an ellipsis).
+fn fast_path(bytes: &[u8], pos: usize) -> Option<Fast> {
+    let at = |i: usize| bytes.get(i).copied();
+    match bytes[pos] {
+        b' ' => {
+            let mut end = pos + 1;
+            while at(end) == Some(b' ') {
+                end += 1;
+            }
+            Some(Fast::Space(end))
+        }
+        b'\n' => Some(Fast::Newline),
+        b'.' => match at(pos + 1) {
+            None | Some(b'\n') => Some(Fast::Token(pos + 1)),
+            Some(b' ') if at(pos + 2) != Some(b'.') => Some(Fast::Token(pos + 1)),
+            _ => None,
+        },
+        // `,` before a space or the end is INSENTP (before a digit it would start a NUMBER).
+        b',' => ends_here(at(pos + 1)).then_some(Fast::Token(pos + 1)),
+        b'?' | b'!' => {
+            let mut end = pos + 1;
+            while matches!(at(end), Some(b'?' | b'!')) {
+                end += 1;
+            }
+            ends_here(at(end)).then_some(Fast::Token(end))
+        }
+        b if b.is_ascii_alphabetic() => {
+            let mut end = pos + 1;
+            while at(end).is_some_and(|b| b.is_ascii_alphabetic()) {
+                end += 1;
+            }
+            let word = &bytes[pos..end];
+            let pushback = ["cannot", "gonna", "gotta", "lemme", "gimme", "wanna"];
+            if pushback
+                .iter()
+                .any(|w| word.eq_ignore_ascii_case(w.as_bytes()))
+            {
+                return None;
+            }
+            match at(end) {
+                None | Some(b' ' | b'\n') => Some(Fast::Token(end)),
+                // `word.` or `word,` then a space or the end: the word alone, unless a rule for
+                // abbreviations, acronyms or file names could take the period.
+                Some(b'.')
+                    if ends_here(at(end + 1)) && end - pos >= 2 && !is_abbreviation(word) =>
+                {
+                    Some(Fast::Token(end))
+                }
+                Some(b',') if ends_here(at(end + 1)) => Some(Fast::Token(end)),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// A space, a newline or the end of the text.
+fn ends_here(next: Option<u8>) -> bool {
+    matches!(next, None | Some(b' ' | b'\n'))
+}
+
+/// Words that some rule of `PTBLexer.flex` matches together with a following period (ABBREV1-4,
+/// ABBREV3, the pty./co. rule), compared case-insensitively (a superset of the case-sensitive ones).
+fn is_abbreviation(word: &[u8]) -> bool {
+    const WORDS: &[&str] = &[
+        // ABMONTH, ABDAYS
+        "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "mon",
+        "tue", "tues", "wed", "thu", "thurs", "fri", // ABSTATE
+        "ala", "ariz", "az", "ark", "calif", "colo", "conn", "ct", "dak", "del", "fla", "ga",
+        "ill", "ind", "kan", "kans", "ky", "la", "mass", "md", "mich", "minn", "miss", "mo",
+        "mont", "neb", "nev", "okla", "ore", "pa", "penn", "tenn", "tex", "va", "vt", "wash",
+        "wis", "wisc", "wyo", // ABCOMP
+        "inc", "co", "cos", "corp", "pty", "ptys", "pte", "ptes", "ppty", "pptys", "ppte", "pptes",
+        "ltd", "plc", "rt", "bancorp", "bhd", "assn", "univ", "intl",
+        "sys", // ABNUM, ABPTIT, others of ABBREV1
+        "tel", "est", "ext", "sq", "jr", "sr", "bros", "blvd", "rd", "esq", "etc", "al", "seq",
+        "bldg", // ABTITLE
+        "mr", "mrs", "ms", "dr", "drs", "prof", "profs", "sen", "sens", "rep", "reps", "atty",
+        "attys", "lt", "col", "gen", "messrs", "gov", "govs", "adm", "rev", "maj", "sgt", "cpl",
+        "pvt", "capt", "st", "ste", "ave", "pres", "lieut", "hon", "brig", "mdr", "comdr", "cmdr",
+        "pfc", "spc", "supt", "supts", "det", "mt", "ft", "adj", "adv", "asst", "assoc", "ens",
+        "insp", "mlle", "mme", "msgr", "sfc", // rest of ABBREV4, ABCOMP2
+        "vs", "alex", "wm", "jos", "cie", "cf", "treas", "ph", "invt", "elec", "natl", "mfg",
+        "mtg", "dept", // ABBREV3
+        "ca", "fig", "figs", "prop", "no", "nos", "art", "pp", "op",
+    ];
+    WORDS
+        .iter()
+        .any(|w| word.eq_ignore_ascii_case(w.as_bytes()))
 }
 
 /// The action blocks that rewrite token text.
@@ -499,17 +629,34 @@ pub fn tokenize_captions(captions: &[&str]) -> Result<Vec<Vec<String>>, MetricEr
     }
     Ok(lines[..captions.len()]
         .iter()
-        .map(|line| {
-            let kept: Vec<&str> = py_rstrip(line)
-                .split(' ')
-                .filter(|w| !COCO_PUNCTUATION.contains(w))
-                .collect();
-            py_split_whitespace(&kept.join(" "))
-                .into_iter()
-                .map(str::to_string)
-                .collect()
-        })
+        .map(|line| coco_words(line))
         .collect())
+}
+
+/// pycocoevalcap's per-line clean-up (`rstrip`, split on `' '`, drop [`COCO_PUNCTUATION`], join),
+/// followed by the `str.split()` of CIDEr's `precook`.
+fn coco_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    for token in py_rstrip(line).split(' ') {
+        // Every dropped token starts with ASCII punctuation.
+        let maybe_punct = token
+            .as_bytes()
+            .first()
+            .is_some_and(|b| b.is_ascii_punctuation());
+        if maybe_punct && COCO_PUNCTUATION.contains(&token) {
+            continue;
+        }
+        // ASCII whitespace for Python: \t \n \x0b \x0c \r, \x1c..\x1f and the space.
+        let plain = token.is_ascii() && !token.bytes().any(|b| matches!(b, 9..=13 | 28..=32));
+        if plain {
+            if !token.is_empty() {
+                words.push(token.to_string());
+            }
+        } else {
+            words.extend(py_split_whitespace(token).into_iter().map(str::to_string));
+        }
+    }
+    words
 }
 
 #[cfg(test)]
