@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use super::error::MetricError;
-use super::ptb::tokenize_captions;
+use super::ptb::TokenizedCaptions;
 use super::python::np_mean;
 
 /// Highest n-gram order.
@@ -182,9 +182,9 @@ fn sim(hyp: &Vector, r: &Vector, dense: &mut [f64]) -> [f64; N] {
 }
 
 /// CIDEr-D over already tokenized sentences: `cands[i]` is scored against `refs[i]`.
-pub fn cider_d_tokens<'a>(
-    cands: &'a [Vec<String>],
-    refs: &'a [Vec<Vec<String>>],
+pub fn cider_d_tokens<'a, S: AsRef<str>>(
+    cands: &'a [Vec<S>],
+    refs: &'a [Vec<Vec<S>>],
 ) -> Result<CiderResult, MetricError> {
     if cands.len() != refs.len() {
         return Err(MetricError::Mismatch(format!(
@@ -203,12 +203,12 @@ pub fn cider_d_tokens<'a>(
     }
     let mut vocab: FxMap<&'a str, u32> = FxMap::default();
     let mut table = GramTable::default();
-    let mut cook = |words: &'a [String]| -> Counts {
+    let mut cook = |words: &'a [S]| -> Counts {
         let ids: Vec<u32> = words
             .iter()
             .map(|w| {
                 let next = vocab.len() as u32;
-                *vocab.entry(w.as_str()).or_insert(next)
+                *vocab.entry(w.as_ref()).or_insert(next)
             })
             .collect();
         table.precook(&ids)
@@ -234,22 +234,51 @@ pub fn cider_d_tokens<'a>(
     }
     let ref_len = (crefs.len() as f64).ln();
 
-    let mut dense = vec![0.0; table.len()];
-    let mut per_image = Vec::with_capacity(test.len());
-    for (t, rs) in test.iter().zip(&crefs) {
-        let hyp = counts_to_vec(t, &df, ref_len);
-        let mut score = [0.0; N];
-        for r in rs {
-            let rv = counts_to_vec(r, &df, ref_len);
-            let s = sim(&hyp, &rv, &mut dense);
-            for n in 0..N {
-                score[n] += s[n];
-            }
-        }
-        let mut avg = np_mean(&score);
-        avg /= rs.len() as f64;
-        avg *= 10.0;
-        per_image.push(avg);
+    let score_images = |range: std::ops::Range<usize>| -> Vec<f64> {
+        let mut dense = vec![0.0; df.len()];
+        range
+            .map(|i| {
+                let hyp = counts_to_vec(&test[i], &df, ref_len);
+                let mut score = [0.0; N];
+                for r in &crefs[i] {
+                    let rv = counts_to_vec(r, &df, ref_len);
+                    let s = sim(&hyp, &rv, &mut dense);
+                    for n in 0..N {
+                        score[n] += s[n];
+                    }
+                }
+                let mut avg = np_mean(&score);
+                avg /= crefs[i].len() as f64;
+                avg *= 10.0;
+                avg
+            })
+            .collect()
+    };
+    // Images are independent once df is known: score them on several threads, in order.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8);
+    let per_image: Vec<f64> = if threads < 2 || test.len() < 512 {
+        score_images(0..test.len())
+    } else {
+        let total = test.len();
+        let chunk = total.div_ceil(threads);
+        std::thread::scope(|scope| {
+            let score_images = &score_images;
+            let handles: Vec<_> = (0..total)
+                .step_by(chunk)
+                .map(|start| scope.spawn(move || score_images(start..(start + chunk).min(total))))
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        })
+    };
+    if per_image.len() != test.len() {
+        return Err(MetricError::Mismatch(
+            "a CIDEr scoring thread failed".to_string(),
+        ));
     }
     Ok(CiderResult {
         mean: np_mean(&per_image),
@@ -278,13 +307,23 @@ pub fn score<K: Eq + Hash + std::fmt::Debug>(
         .iter()
         .flat_map(|r| r.iter().map(String::as_str))
         .collect();
-    let mut tokenized_refs = tokenize_captions(&flat_refs)?.into_iter();
-    let refs_tok: Vec<Vec<Vec<String>>> = ref_sets
+    let tokenized_refs = TokenizedCaptions::new(&flat_refs)?;
+    let mut next = 0;
+    let refs_tok: Vec<Vec<Vec<&str>>> = ref_sets
         .iter()
-        .map(|r| tokenized_refs.by_ref().take(r.len()).collect())
+        .map(|r| {
+            let words = (next..next + r.len())
+                .map(|i| tokenized_refs.words(i))
+                .collect();
+            next += r.len();
+            words
+        })
         .collect();
     let cand_text: Vec<&str> = cands.iter().map(|(_, c)| c.as_str()).collect();
-    let cands_tok = tokenize_captions(&cand_text)?;
+    let tokenized_cands = TokenizedCaptions::new(&cand_text)?;
+    let cands_tok: Vec<Vec<&str>> = (0..tokenized_cands.len())
+        .map(|i| tokenized_cands.words(i))
+        .collect();
     cider_d_tokens(&cands_tok, &refs_tok)
 }
 

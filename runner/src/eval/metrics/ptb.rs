@@ -24,6 +24,9 @@ pub const COCO_PUNCTUATION: [&str; 17] = [
     "...", ";",
 ];
 
+/// Below this many bytes the tokenizer runs on one thread.
+const PARALLEL_MIN_BYTES: usize = 1 << 16;
+
 /// Stand-ins for the two UTF-16 surrogates of a supplementary character (private-use characters
 /// behave like surrogates: only negated classes and the catch-all rule accept them).
 const HIGH_STAND_IN: char = '\u{E000}';
@@ -195,11 +198,69 @@ impl PtbLexer {
     pub fn tokenize_to_text(&self, text: &str) -> Result<String, MetricError> {
         let units = Utf16Units::new(text);
         let hay = units.hay.as_str();
-        let mut caches = self.caches();
+        // Only SGML tokens (`<a b='...'>`, quoted values) can contain a `\n`. Without a `<`, every
+        // `\n` ends a token and the next line starts at a token boundary: chunks cut after a `\n`
+        // can be tokenized independently (trailing contexts still see the whole text) and joined.
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(8);
+        if threads < 2 || hay.len() < PARALLEL_MIN_BYTES || hay.contains('<') {
+            return self.tokenize_range(&units, 0, hay.len());
+        }
+        let mut cuts = vec![0];
+        for k in 1..threads {
+            let target = hay.len() * k / threads;
+            let newline = hay.as_bytes()[target..].iter().position(|&b| b == b'\n');
+            let cut = newline.map_or(hay.len(), |i| target + i + 1);
+            if cut > *cuts.last().unwrap_or(&0) && cut < hay.len() {
+                cuts.push(cut);
+            }
+        }
+        cuts.push(hay.len());
+        let parts: Vec<Result<String, MetricError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = cuts
+                .windows(2)
+                .map(|w| {
+                    let units = &units;
+                    let (start, end) = (w[0], w[1]);
+                    scope.spawn(move || self.tokenize_range(units, start, end))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(MetricError::Tokenizer("a tokenizer thread panicked".into()))
+                    })
+                })
+                .collect()
+        });
         let mut out = String::with_capacity(text.len() + text.len() / 4);
+        for part in parts {
+            out.push_str(&part?);
+        }
+        Ok(out)
+    }
+
+    /// [`Self::tokenize_to_text`] on the calling thread only (the reference for the parallel path).
+    pub fn tokenize_to_text_single_thread(&self, text: &str) -> Result<String, MetricError> {
+        let units = Utf16Units::new(text);
+        self.tokenize_range(&units, 0, units.hay.len())
+    }
+
+    /// Tokenize the tokens that start in `units.hay[start..end]` (`start` at a line start).
+    fn tokenize_range(
+        &self,
+        units: &Utf16Units,
+        start: usize,
+        end: usize,
+    ) -> Result<String, MetricError> {
+        let hay = units.hay.as_str();
+        let mut caches = self.caches();
+        let mut out = String::with_capacity((end - start) + (end - start) / 4);
         let mut line_start = true;
-        let mut pos = 0;
-        while pos < hay.len() {
+        let mut pos = start;
+        while pos < end {
             match fast_path(hay.as_bytes(), pos) {
                 Some(Fast::Space(next)) => {
                     pos = next;
@@ -612,30 +673,67 @@ impl Utf16Units {
 /// Like the reference, a caption holding another line break the lexer honours (`\r`, U+2028, U+2029,
 /// U+000B, U+000C, U+0085) shifts the lines of every later caption by one; this is reproduced.
 pub fn tokenize_captions(captions: &[&str]) -> Result<Vec<Vec<String>>, MetricError> {
-    let lexer = PtbLexer::shared()?;
-    let joined = captions
-        .iter()
-        .map(|c| c.replace('\n', " "))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let output = lexer.tokenize_to_text(&joined)?;
-    let lines: Vec<&str> = output.split('\n').collect();
-    if lines.len() < captions.len() {
-        return Err(MetricError::Tokenizer(format!(
-            "the PTB tokenizer produced {} lines for {} captions",
-            lines.len(),
-            captions.len()
-        )));
-    }
-    Ok(lines[..captions.len()]
-        .iter()
-        .map(|line| coco_words(line))
+    let tokenized = TokenizedCaptions::new(captions)?;
+    Ok((0..tokenized.len())
+        .map(|i| tokenized.words(i).into_iter().map(str::to_string).collect())
         .collect())
+}
+
+/// The tokenizer output of a caption list, with each caption's line (words are borrowed from it).
+pub struct TokenizedCaptions {
+    text: String,
+    lines: Vec<std::ops::Range<usize>>,
+}
+
+impl TokenizedCaptions {
+    /// Tokenize `captions` as [`tokenize_captions`] does.
+    pub fn new(captions: &[&str]) -> Result<Self, MetricError> {
+        let lexer = PtbLexer::shared()?;
+        let joined = captions
+            .iter()
+            .map(|c| c.replace('\n', " "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let text = lexer.tokenize_to_text(&joined)?;
+        let mut lines = Vec::with_capacity(captions.len());
+        let mut start = 0;
+        for (i, b) in text.bytes().enumerate() {
+            if b == b'\n' {
+                lines.push(start..i);
+                start = i + 1;
+            }
+        }
+        lines.push(start..text.len());
+        if lines.len() < captions.len() {
+            return Err(MetricError::Tokenizer(format!(
+                "the PTB tokenizer produced {} lines for {} captions",
+                lines.len(),
+                captions.len()
+            )));
+        }
+        lines.truncate(captions.len());
+        Ok(Self { text, lines })
+    }
+
+    /// Number of captions.
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    /// True when there are no captions.
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    /// The words of caption `i` as CIDEr sees them.
+    pub fn words(&self, i: usize) -> Vec<&str> {
+        coco_words(&self.text[self.lines[i].clone()])
+    }
 }
 
 /// pycocoevalcap's per-line clean-up (`rstrip`, split on `' '`, drop [`COCO_PUNCTUATION`], join),
 /// followed by the `str.split()` of CIDEr's `precook`.
-fn coco_words(line: &str) -> Vec<String> {
+fn coco_words(line: &str) -> Vec<&str> {
     let mut words = Vec::new();
     for token in py_rstrip(line).split(' ') {
         // Every dropped token starts with ASCII punctuation.
@@ -650,10 +748,10 @@ fn coco_words(line: &str) -> Vec<String> {
         let plain = token.is_ascii() && !token.bytes().any(|b| matches!(b, 9..=13 | 28..=32));
         if plain {
             if !token.is_empty() {
-                words.push(token.to_string());
+                words.push(token);
             }
         } else {
-            words.extend(py_split_whitespace(token).into_iter().map(str::to_string));
+            words.extend(py_split_whitespace(token));
         }
     }
     words
