@@ -6,7 +6,8 @@
   bench_metrics.py cider DIR               time pycocoevalcap CIDEr as open_flamingo calls it
                                            (pycocotools loadRes, PTB tokenisation with Java, Cider)
   bench_metrics.py vqa DIR OPEN_FLAMINGO   time open_flamingo's vqa_metric.compute_vqa_accuracy
-Each timing mode prints one JSON line {"seconds": ..., "score": ...}.
+Each timing mode prints one JSON line {"seconds": wall, "cpu": user+sys of this process and its children
+(the Java tokenizer), "score": ...}.
 """
 
 import contextlib
@@ -15,6 +16,7 @@ import io
 import json
 import os
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -80,7 +82,14 @@ def generate(d):
         json.dump(vqa_res, f)
 
 
+def cpu_seconds():
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def time_cider(d):
+    cpu = cpu_seconds()
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
         from pycocoevalcap.cider.cider import Cider
@@ -94,7 +103,7 @@ def time_cider(d):
         tok = PTBTokenizer()
         gts, res = tok.tokenize(gts), tok.tokenize(res)
         score, _ = Cider().compute_score(gts, res)
-    print(json.dumps({"seconds": time.perf_counter() - start, "score": float(score)}))
+    print(json.dumps({"seconds": time.perf_counter() - start, "cpu": cpu_seconds() - cpu, "score": float(score)}))
 
 
 def time_vqa(d, repo):
@@ -106,11 +115,12 @@ def time_vqa(d, repo):
     spec = importlib.util.spec_from_file_location("vqa_metric", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    cpu = cpu_seconds()
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
         acc = mod.compute_vqa_accuracy(os.path.join(d, "vqa_results.json"), os.path.join(d, "vqa_questions.json"),
                                        os.path.join(d, "vqa_annotations.json"))
-    print(json.dumps({"seconds": time.perf_counter() - start, "score": acc}))
+    print(json.dumps({"seconds": time.perf_counter() - start, "cpu": cpu_seconds() - cpu, "score": acc}))
 
 
 if __name__ == "__main__":

@@ -172,11 +172,12 @@ fn sim(hyp: &Vector, r: &Vector, dense: &mut [f64]) -> [f64; N] {
     for &(id, _, _) in &r.weights {
         dense[id as usize] = 0.0;
     }
-    for n in 0..N {
+    for (n, v) in val.iter_mut().enumerate() {
         if hyp.norm[n] != 0.0 && r.norm[n] != 0.0 {
-            val[n] /= hyp.norm[n] * r.norm[n];
+            *v /= hyp.norm[n] * r.norm[n];
         }
-        val[n] *= std::f64::consts::E.powf(-(delta * delta) / (2.0 * SIGMA * SIGMA));
+        // `np.e ** x` in the reference: a pow call, not exp.
+        *v *= std::f64::consts::E.powf(-(delta * delta) / (2.0 * SIGMA * SIGMA));
     }
     val
 }

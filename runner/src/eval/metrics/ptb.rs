@@ -11,6 +11,7 @@
 use std::sync::OnceLock;
 
 use regex_automata::hybrid::dfa::{Cache, DFA, OverlappingState};
+use regex_automata::nfa::thompson::{self, WhichCaptures};
 use regex_automata::{Anchored, Input, MatchKind};
 
 use super::error::MetricError;
@@ -47,9 +48,26 @@ fn longest(
     Ok(found.map(|m| m.offset()))
 }
 
+/// A trailing-context rule's head and tail, compiled on first use (most never occur in captions).
 struct TrailingRule {
-    head: DFA,
-    tail: DFA,
+    head: String,
+    tail: String,
+    dfas: OnceLock<Result<(DFA, DFA), String>>,
+}
+
+impl TrailingRule {
+    fn dfas(&self) -> Result<&(DFA, DFA), MetricError> {
+        self.dfas
+            .get_or_init(|| {
+                let head =
+                    build_dfa(std::slice::from_ref(&self.head)).map_err(|e| e.to_string())?;
+                let tail =
+                    build_dfa(std::slice::from_ref(&self.tail)).map_err(|e| e.to_string())?;
+                Ok((head, tail))
+            })
+            .as_ref()
+            .map_err(|e| MetricError::Tokenizer(e.clone()))
+    }
 }
 
 /// The compiled lexer: one multi-pattern lazy DFA over all rules (each rule with its trailing context)
@@ -62,6 +80,7 @@ pub struct PtbLexer {
 
 fn build_dfa(patterns: &[String]) -> Result<DFA, MetricError> {
     DFA::builder()
+        .thompson(thompson::Config::new().which_captures(WhichCaptures::None))
         .configure(
             DFA::config()
                 .match_kind(MatchKind::All)
@@ -92,8 +111,9 @@ impl PtbLexer {
                     let tail = caseless(tail);
                     combined.push(format!("(?:{head})(?:{tail})"));
                     trailing.push(Some(TrailingRule {
-                        head: build_dfa(std::slice::from_ref(&head))?,
-                        tail: build_dfa(std::slice::from_ref(&tail))?,
+                        head,
+                        tail,
+                        dfas: OnceLock::new(),
                     }));
                 }
                 None => {
@@ -122,14 +142,7 @@ impl PtbLexer {
     fn caches(&self) -> Caches {
         Caches {
             all: self.all.create_cache(),
-            trailing: self
-                .trailing
-                .iter()
-                .map(|t| {
-                    t.as_ref()
-                        .map(|t| (t.head.create_cache(), t.tail.create_cache()))
-                })
-                .collect(),
+            trailing: self.trailing.iter().map(|_| None).collect(),
         }
     }
 
@@ -167,11 +180,12 @@ impl PtbLexer {
         pos: usize,
         end: usize,
     ) -> Result<usize, MetricError> {
-        let (Some(t), Some((head_cache, tail_cache))) =
-            (&self.trailing[rule], &mut caches.trailing[rule])
-        else {
+        let Some(rule_dfas) = &self.trailing[rule] else {
             return Ok(end);
         };
+        let (head, tail) = rule_dfas.dfas()?;
+        let (head_cache, tail_cache) =
+            caches.trailing[rule].get_or_insert_with(|| (head.create_cache(), tail.create_cache()));
         let mut k = end;
         while k > pos {
             k -= 1;
@@ -181,8 +195,8 @@ impl PtbLexer {
             if k == pos {
                 break;
             }
-            if longest(&t.tail, tail_cache, hay, k, end)? == Some(end)
-                && longest(&t.head, head_cache, hay, pos, k)? == Some(k)
+            if longest(tail, tail_cache, hay, k, end)? == Some(end)
+                && longest(head, head_cache, hay, pos, k)? == Some(k)
             {
                 return Ok(k);
             }
@@ -614,6 +628,13 @@ struct Utf16Units {
 
 impl Utf16Units {
     fn new(text: &str) -> Self {
+        // Supplementary characters are the 4-byte UTF-8 sequences (lead byte 0xF0..=0xF4).
+        if !text.bytes().any(|b| b >= 0xF0) {
+            return Self {
+                hay: text.to_string(),
+                supplementary: Vec::new(),
+            };
+        }
         let mut hay = String::with_capacity(text.len());
         let mut supplementary = Vec::new();
         for c in text.chars() {
