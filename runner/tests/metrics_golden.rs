@@ -104,9 +104,11 @@ fn ptb_parallel_chunks_match_one_thread() {
         .map(|c| c["text"].as_str().expect("text"))
         .filter(|t| !t.contains('<'))
         .collect();
-    let mut text = texts.join("\n");
-    while text.len() < 300_000 {
-        text = format!("{text}\n{text}");
+    let base = texts.join("\n");
+    let mut text = base.clone();
+    while text.len() < 4_400_000 {
+        text.push('\n');
+        text.push_str(&base);
     }
     let lexer = PtbLexer::shared().expect("lexer");
     let parallel = lexer.tokenize_to_text(&text).expect("parallel");

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use regex::Regex;
 use serde_json::{Map, Value};
 
-use super::python::{is_py_whitespace, py_round, py_split_whitespace, py_strip};
+use super::python::{py_round, py_split_whitespace, py_strip};
 
 /// `VQAEval.punct`, in the reference's order (the order matters: replacements are sequential).
 const PUNCT: [char; 21] = [
@@ -348,11 +348,6 @@ pub fn postprocess_caption(output: &str) -> String {
         .split_once("Output")
         .map_or(output, |(a, _)| a)
         .replace('"', "")
-}
-
-/// True when `c` is whitespace for Python (re-exported for callers that pre-clean answers).
-pub fn is_python_whitespace(c: char) -> bool {
-    is_py_whitespace(c)
 }
 
 #[cfg(test)]
