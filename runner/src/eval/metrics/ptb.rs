@@ -211,15 +211,25 @@ impl PtbLexer {
     /// Tokenize `text` as `PTBTokenizer -preserveLines -lowerCase` prints it: one output line per
     /// input line, tokens joined by single spaces, lines joined by `"\n"`.
     pub fn tokenize_to_text(&self, text: &str) -> Result<String, MetricError> {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(8);
+        self.tokenize_to_text_on(text, threads, PARALLEL_MIN_BYTES)
+    }
+
+    /// [`Self::tokenize_to_text`] with `threads` threads for inputs of at least `min_bytes`.
+    fn tokenize_to_text_on(
+        &self,
+        text: &str,
+        threads: usize,
+        min_bytes: usize,
+    ) -> Result<String, MetricError> {
         let units = Utf16Units::new(text);
         let hay = units.hay.as_str();
         // Only SGML tokens (`<a b='...'>`, quoted values) can contain a `\n`. Without a `<`, every
         // `\n` ends a token and the next line starts at a token boundary: chunks cut after a `\n`
         // can be tokenized independently (trailing contexts still see the whole text) and joined.
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(8);
-        if threads < 2 || hay.len() < PARALLEL_MIN_BYTES || hay.contains('<') {
+        if threads < 2 || hay.len() < min_bytes || hay.contains('<') {
             return self.tokenize_range(&units, 0, hay.len());
         }
         let mut cuts = vec![0];
@@ -809,6 +819,32 @@ mod tests {
             toks("U.S. The end etc. Then"),
             ["u.s.", ".", "the", "end", "etc.", ".", "then"]
         );
+    }
+
+    #[test]
+    fn parallel_chunks_match_one_thread() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/metrics/ptb_tokens.json"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let texts: Vec<&str> = json["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["text"].as_str().unwrap())
+            .filter(|t| !t.contains('<'))
+            .collect();
+        let text = texts.join("\n");
+        let lexer = PtbLexer::shared().unwrap();
+        let single = lexer.tokenize_to_text_single_thread(&text).unwrap();
+        for threads in [2, 3, 7] {
+            assert!(
+                lexer.tokenize_to_text_on(&text, threads, 0).unwrap() == single,
+                "{threads} threads"
+            );
+        }
     }
 
     #[test]
