@@ -296,10 +296,16 @@ fn py_eq(a: &Value, b: &Value) -> bool {
 /// left-to-right float sum.
 pub fn question_accuracy(prediction: &str, answers: &[GtAnswer]) -> f64 {
     let pred = normalize_answer(prediction);
-    let normalized: Vec<String> = answers
-        .iter()
-        .map(|a| normalize_answer(&a.answer))
-        .collect();
+    // Annotators often agree: normalise each distinct text once.
+    let mut normalized: Vec<String> = Vec::with_capacity(answers.len());
+    for (i, a) in answers.iter().enumerate() {
+        let earlier = answers[..i].iter().position(|b| b.answer == a.answer);
+        let norm = match earlier {
+            Some(k) => normalized[k].clone(),
+            None => normalize_answer(&a.answer),
+        };
+        normalized.push(norm);
+    }
     let same = |i: usize, j: usize| {
         normalized[i] == normalized[j]
             && py_eq_maps(&answers[i].other_fields, &answers[j].other_fields)
@@ -307,7 +313,7 @@ pub fn question_accuracy(prediction: &str, answers: &[GtAnswer]) -> f64 {
     let mut sum = 0.0;
     for i in 0..answers.len() {
         let matches = (0..answers.len())
-            .filter(|&j| !same(i, j) && normalized[j] == pred)
+            .filter(|&j| normalized[j] == pred && !same(i, j))
             .count();
         sum += (matches as f64 / 3.0).min(1.0);
     }
