@@ -422,7 +422,7 @@ fn has_property(c: char, which: usize) -> bool {
 }
 
 fn is_word_letter(c: char) -> bool {
-    (c.is_alphabetic() && !has_property(c, 1)) || has_property(c, 0) || c == '_'
+    (c.is_alphabetic() && !has_property(c, 1)) || has_property(c, 0)
 }
 
 fn is_word_char(c: char) -> bool {
@@ -430,8 +430,8 @@ fn is_word_char(c: char) -> bool {
 }
 
 /// The characters of the current word from a starting point (in either direction), following Java's
-/// legacy word-break rules: letters (not ideographs), marks, `_` and digits continue a word; a dash,
-/// soft hyphen, U+2027, `"`, `'` or `.` continues it only between two letters; ideographs break.
+/// legacy word-break rules: letters (not ideographs), marks and digits continue a word; a dash, soft
+/// hyphen, U+2027, `"`, `'`, `.` or `_` continues it only between two letters; ideographs break.
 fn word_scan(iter: impl Iterator<Item = char>, start: char) -> impl Iterator<Item = char> {
     let mut prev = start;
     let mut iter = iter.peekable();
@@ -441,7 +441,7 @@ fn word_scan(iter: impl Iterator<Item = char>, start: char) -> impl Iterator<Ite
             prev = c;
             return Some(c);
         }
-        let mid = has_property(c, 2);
+        let mid = has_property(c, 2) || c == '_';
         if mid && is_word_letter(prev) && iter.peek().is_some_and(|&n| is_word_letter(n)) {
             prev = c;
             return Some(c);
@@ -461,7 +461,8 @@ enum Fast {
 }
 
 /// The common cases of caption text, where every rule's outcome is known:
-/// - a run of ASCII spaces (only the whitespace rule starts with a space);
+/// - a run of ASCII spaces not followed by another SPACE character (only the whitespace rule
+///   starts with a space);
 /// - `\n` (only the newline rule starts with it);
 /// - a run of ASCII letters followed by a space, `\n` or the end: no rule matches past the space
 ///   except with the same token text (`{ACRO}/{SPACENL}`, `{ABBREV4}/{SPACE}`), apart from the
@@ -475,6 +476,11 @@ fn fast_path(bytes: &[u8], pos: usize) -> Option<Fast> {
             let mut end = pos + 1;
             while at(end) == Some(b' ') {
                 end += 1;
+            }
+            // The whitespace rule takes the whole run of SPACE characters (tab, U+00A0, ...); if the
+            // run goes on past the ASCII spaces, leave it to the lexer.
+            if at(end).is_some_and(|b| b == b'\t' || b >= 0x80) {
+                return None;
             }
             Some(Fast::Space(end))
         }
