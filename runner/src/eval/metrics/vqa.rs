@@ -324,7 +324,9 @@ fn py_eq_maps(a: &Map<String, Value>, b: &Map<String, Value>) -> bool {
     a.len() == b.len() && a.iter().all(|(k, v)| b.get(k).is_some_and(|w| py_eq(v, w)))
 }
 
-/// Overall accuracy as the reference reports it: `round(100 * sum / n, 2)` with a left-to-right sum.
+/// Overall accuracy as the reference reports it: `round(100 * sum / n, 2)` with a left-to-right sum
+/// (Python 3.11's `sum`; 3.12+ compensates, which can move a result by one ulp before rounding).
+/// NaN for an empty slice (the reference divides by zero).
 pub fn accuracy(per_question: &[f64]) -> f64 {
     let mut sum = 0.0;
     for &a in per_question {
