@@ -96,7 +96,11 @@ fn losses(exp: &Path, db: &Path) -> (String, BTreeMap<(i64, String), f64>) {
         .arg(db)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let jobs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let hash = jobs
         .as_array()
@@ -133,7 +137,12 @@ fn sigkilled_training_resumes_to_the_uninterrupted_losses() {
     assert!(out.contains("trainable parameters"), "{out}");
     let (hash_a, la) = losses(&exp, &db_a);
     assert_eq!(la.keys().filter(|(_, s)| s == "all").count(), 40);
-    assert!(train_dir(&db_a).unwrap().join("weights.safetensors").is_file());
+    assert!(
+        train_dir(&db_a)
+            .unwrap()
+            .join("weights.safetensors")
+            .is_file()
+    );
 
     // Killed once the step-8 checkpoint exists, then run again.
     let db_b = fx.root.path().join("b/runs.db");
@@ -144,8 +153,14 @@ fn sigkilled_training_resumes_to_the_uninterrupted_losses() {
         if ck.is_some_and(|c| c.join("state.json").is_file()) {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(120), "no checkpoint appeared");
-        assert!(child.try_wait().unwrap().is_none(), "exec ended before the kill");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no checkpoint appeared"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "exec ended before the kill"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     child.kill().unwrap();
@@ -153,7 +168,12 @@ fn sigkilled_training_resumes_to_the_uninterrupted_losses() {
     let store = Store::open(&db_b).unwrap();
     let st = store.job_status(&[hash_a.clone()]).unwrap();
     assert_ne!(st[&hash_a].state, JobState::Done, "killed before the end");
-    assert!(!train_dir(&db_b).unwrap().join("weights.safetensors").exists());
+    assert!(
+        !train_dir(&db_b)
+            .unwrap()
+            .join("weights.safetensors")
+            .exists()
+    );
     let out = run_to_end(&exp, &db_b);
     assert!(out.contains("resuming from step"), "{out}");
     let (hash_b, lb) = losses(&exp, &db_b);

@@ -43,22 +43,33 @@ fn rand_tensor(
 
 /// A random open_clip ViT: width 32, 2 layers, 8px patches on 32px images.
 pub fn write_vision(dir: &Path) {
+    write_vision_sized(dir, VISION_WIDTH, 2, 32, 16);
+}
+
+/// A random open_clip ViT of width `d` with `layers` layers, 8px patches, `image`px inputs and
+/// heads of width `head_width`.
+pub fn write_vision_sized(dir: &Path, d: usize, layers: usize, image: usize, head_width: usize) {
     std::fs::create_dir_all(dir).unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
-    let d = VISION_WIDTH;
+    let patches = (image / 8) * (image / 8);
     let mut t = HashMap::new();
     let mut put = |k: String, s: &[usize], scale: f32, off: f32| {
         t.insert(k, rand_tensor(&mut rng, s, scale, off));
     };
     put("visual.conv1.weight".into(), &[d, 3, 8, 8], 0.05, 0.0);
     put("visual.class_embedding".into(), &[d], 0.5, 0.0);
-    put("visual.positional_embedding".into(), &[17, d], 0.5, 0.0);
+    put(
+        "visual.positional_embedding".into(),
+        &[patches + 1, d],
+        0.5,
+        0.0,
+    );
     put("visual.proj".into(), &[d, 16], 0.3, 0.0);
     for n in ["ln_pre", "ln_post"] {
         put(format!("visual.{n}.weight"), &[d], 0.1, 1.0);
         put(format!("visual.{n}.bias"), &[d], 0.1, 0.0);
     }
-    for i in 0..2 {
+    for i in 0..layers {
         let b = format!("visual.transformer.resblocks.{i}");
         for n in ["ln_1", "ln_2"] {
             put(format!("{b}.{n}.weight"), &[d], 0.1, 1.0);
@@ -75,16 +86,21 @@ pub fn write_vision(dir: &Path) {
     }
     candle_core::safetensors::save(&t, dir.join("open_clip_model.safetensors")).unwrap();
     let cfg = serde_json::json!({"model_cfg": {"embed_dim": 16, "quick_gelu": true,
-        "vision_cfg": {"image_size": 32, "layers": 2, "width": d, "patch_size": 8, "head_width": 16}}});
+        "vision_cfg": {"image_size": image, "layers": layers, "width": d, "patch_size": 8,
+            "head_width": head_width}}});
     std::fs::write(dir.join("open_clip_config.json"), cfg.to_string()).unwrap();
 }
 
 /// A random MPT-style LM (tied embeddings, ALiBi) over the tokenizer in `dir`.
 pub fn write_mpt(dir: &Path, vocab: usize) {
-    let d = LM_WIDTH;
+    write_mpt_sized(dir, vocab, LM_WIDTH, 2, 4);
+}
+
+/// A random MPT-style LM of width `d`, `layers` layers and `heads` heads.
+pub fn write_mpt_sized(dir: &Path, vocab: usize, d: usize, layers: usize, heads: usize) {
     let mut names: Vec<(String, Vec<usize>)> =
         vec![("transformer.wte.weight".into(), vec![vocab, d])];
-    for i in 0..2 {
+    for i in 0..layers {
         let p = format!("transformer.blocks.{i}");
         names.push((format!("{p}.norm_1.weight"), vec![d]));
         names.push((format!("{p}.attn.Wqkv.weight"), vec![3 * d, d]));
@@ -107,7 +123,7 @@ pub fn write_mpt(dir: &Path, vocab: usize) {
         })
         .collect();
     candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
-    let config = serde_json::json!({"model_type": "mpt", "d_model": d, "n_heads": 4, "n_layers": 2,
+    let config = serde_json::json!({"model_type": "mpt", "d_model": d, "n_heads": heads, "n_layers": layers,
         "expansion_ratio": 4, "max_seq_len": 256, "vocab_size": vocab, "no_bias": true,
         "norm_type": "low_precision_layernorm",
         "attn_config": {"alibi": true, "alibi_bias_max": 8, "attn_type": "multihead_attention",
@@ -122,15 +138,20 @@ pub fn write_mpt(dir: &Path, vocab: usize) {
 
 /// Writes the tiny world and the backbones under a fresh temporary directory.
 pub fn fixture() -> Fixture {
+    fixture_with(300, write_vision, write_mpt)
+}
+
+/// The world, a BPE of `vocab` entries, and backbones written by the given functions.
+pub fn fixture_with(vocab: usize, vision_fn: fn(&Path), lm_fn: fn(&Path, usize)) -> Fixture {
     let root = tempfile::tempdir().unwrap();
     let world = root.path().join("world");
     write_world(&world, &SynthOptions::new(3, WorldSize::Tiny)).unwrap();
     let vision = root.path().join("vision");
-    write_vision(&vision);
+    vision_fn(&vision);
     let lm = root.path().join("lm");
-    runner::pretrain::tokenizer::train_bpe(&[&world.join("text/corpus.txt")], 300, &lm).unwrap();
+    runner::pretrain::tokenizer::train_bpe(&[&world.join("text/corpus.txt")], vocab, &lm).unwrap();
     let tok = tokenizers::Tokenizer::from_file(lm.join("tokenizer.json")).unwrap();
-    write_mpt(&lm, tok.get_vocab_size(true));
+    lm_fn(&lm, tok.get_vocab_size(true));
     Fixture {
         root,
         world,
