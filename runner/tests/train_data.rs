@@ -1075,3 +1075,65 @@ fn prefetch_matches_the_plain_mix_and_its_state_resumes() {
     }
     assert_eq!(resumed.skip_counts(), plain.skip_counts());
 }
+
+#[test]
+fn long_names_metadata_directories_and_offsets() {
+    use runner::data::webdataset::ShardReader;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("odd.tar");
+    let long = format!("{}/sample", "d".repeat(120));
+    {
+        let mut b = tar::Builder::new(std::fs::File::create(&path).unwrap());
+        let mut add = |name: &str, data: &[u8], kind: tar::EntryType| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, name, data).unwrap();
+        };
+        add("__meta__", b"ignored", tar::EntryType::Regular);
+        add("somedir/", b"", tar::EntryType::Directory);
+        add("a.txt", b"first", tar::EntryType::Regular);
+        add("a.seg.png", &[1u8; 700], tar::EntryType::Regular);
+        add(&format!("{long}.TXT"), b"long", tar::EntryType::Regular);
+        add(&format!("{long}.json"), b"{}", tar::EntryType::Regular);
+        add("noext", b"x", tar::EntryType::Regular);
+        add("b.txt", b"one", tar::EntryType::Regular);
+        add("b.txt", b"two", tar::EntryType::Regular); // a repeated extension starts a new sample
+        b.finish().unwrap();
+    }
+    let mut r = ShardReader::open(&path, 0).unwrap();
+    let mut got = Vec::new();
+    while let Some((s, off)) = r.next_sample().unwrap() {
+        got.push((s, off));
+    }
+    let keys: Vec<(&str, Vec<&str>)> = got
+        .iter()
+        .map(|(s, _)| {
+            (
+                s.key.as_str(),
+                s.fields.keys().map(String::as_str).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        vec![
+            ("a", vec!["seg.png", "txt"]),
+            (long.as_str(), vec!["json", "txt"]),
+            ("b", vec!["txt"]),
+            ("b", vec!["txt"]),
+        ]
+    );
+    assert_eq!(got[1].0.fields["txt"], b"long");
+    assert_eq!(got[3].0.fields["txt"], b"two");
+    // Every sample can be read again from its offset alone.
+    for (s, off) in &got {
+        let again = ShardReader::open(&path, *off)
+            .unwrap()
+            .next_sample()
+            .unwrap();
+        assert_eq!(again.as_ref().map(|x| &x.0), Some(s));
+    }
+}

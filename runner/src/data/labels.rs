@@ -3,14 +3,14 @@
 //! Labels are the input ids (the LM shifts them internally: position `t` predicts `labels[t+1]`)
 //! with masked positions set to [`IGNORE_INDEX`]:
 //!
-//! | rule | pairs | interleaved / sequences |
-//! |---|---|---|
-//! | pad token | masked | masked |
-//! | `<image>` | masked | masked |
-//! | tokens before the first `<image>` | (none: text starts with it) | masked |
-//! | tokens after each `<|endofchunk|>` up to (excl.) the next `<image>` | trained | masked |
-//! | `<|endofchunk|>` itself | trained | trained |
-//! | eos | trained (unless truncated away) | masked (it follows the final eoc) |
+//! - pad tokens: masked (all layouts);
+//! - `<image>`: masked (all layouts);
+//! - tokens before the first `<image>`: masked for interleaved / sequences (pairs start with it);
+//! - tokens after each end-of-chunk token up to (excluding) the next `<image>`: masked for
+//!   interleaved / sequences, trained for pairs;
+//! - the end-of-chunk token itself: trained (all layouts);
+//! - eos: trained for pairs (unless truncated away); masked for interleaved / sequences, where it
+//!   follows the final end-of-chunk token.
 //!
 //! A pair's caption is thus trained up to and including its eos; an interleaved document trains
 //! the text following each image up to and including that chunk's `<|endofchunk|>`.

@@ -67,6 +67,7 @@ pub struct Batch {
     pub labels: Tensor,
     /// `(B, N, 3, S, S)` f32 images, N = 1 for pairs and `max_images` otherwise; slots past a
     /// sample's images are zero. The k-th image of a row is the image of its k-th `<image>`.
+    /// OpenFlamingo's `(B, T, F, C, H, W)` vision input is `images.unsqueeze(2)` (F = 1).
     pub images: Tensor,
     /// Real (non-padding) images per row.
     pub image_counts: Vec<usize>,

@@ -3,7 +3,9 @@
 //! A sample needs a `txt` member and an image member (`jpg`, else `png`, else `jpeg`, decoded by
 //! content); text is `<image>{caption.strip()}<|endofchunk|>{eos}`, truncated to `max_tokens`
 //! (32 by default: eoc and eos can be cut off), right-padded to the longest row of the batch by
-//! the batcher. The horizontal flip is one decision per batch, applied by the batcher.
+//! the batcher. The horizontal flip is one decision per batch, applied by the batcher. Literal
+//! `<image>` / `<|endofchunk|>` strings in captions are removed
+//! ([`super::prepared::strip_special`]).
 
 use super::images::decode_image;
 use super::prepared::{PrepareContext, Prepared, field, py_strip, strip_special};

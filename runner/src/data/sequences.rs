@@ -100,6 +100,10 @@ pub fn prepare_doc(
             .map_err(|e| Skip::new(SkipReason::BadImage, format!("{name}: {e}")))?;
         decoded.push(img);
     }
+    if decoded.is_empty() {
+        // The reference fails here (stacking no image tensors).
+        return Err(Skip::new(SkipReason::MissingField, "`image_map` is empty"));
+    }
     decoded.truncate(opts.max_images);
 
     let ids = ctx.tokenize(&sequence_text(example, opts.max_images, ctx.eos))?;

@@ -10,7 +10,8 @@
 //! webdataset's `ResampledShards2`) or in **shuffled epochs** (every shard once per epoch, a fresh
 //! permutation per epoch, `detshuffle2`), and samples pass through a seeded **shuffle buffer**
 //! (the buffer is filled to its size, then one uniformly drawn sample leaves per step and one new
-//! sample enters).
+//! sample enters). The buffer holds raw samples in memory: about `shuffle_buffer` times the
+//! size of one sample (MMC4 documents carry their images in base64: ~0.5-1 MB each).
 //!
 //! # Exact resume
 //! Every random decision is a pure function of the seed and a counter (see [`super::seeded`]): the
