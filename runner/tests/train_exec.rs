@@ -166,7 +166,7 @@ fn sigkilled_training_resumes_to_the_uninterrupted_losses() {
     child.kill().unwrap();
     child.wait().unwrap();
     let store = Store::open(&db_b).unwrap();
-    let st = store.job_status(&[hash_a.clone()]).unwrap();
+    let st = store.job_status(std::slice::from_ref(&hash_a)).unwrap();
     assert_ne!(st[&hash_a].state, JobState::Done, "killed before the end");
     assert!(
         !train_dir(&db_b)
