@@ -331,3 +331,62 @@ fn repeated_nonfinite_losses_stop_the_job_with_a_clear_error() {
     );
     assert!(!fx.root.path().join("o/weights.safetensors").exists());
 }
+
+#[test]
+fn accumulated_gradients_are_the_mean_of_the_micro_batch_gradients() {
+    let fx = common::fixture();
+    let spec = fx.model(true);
+    let (t1, mut mix) = trainer(&fx, &spec, 1, 1e-3);
+    for (name, var) in &t1.model().trainable_vars().cross_attn {
+        if name.ends_with("_gate") {
+            var.set(&Tensor::new(&[0.3f32], &Device::Cpu).unwrap())
+                .unwrap();
+        }
+    }
+    let micro = [mix.next_step().unwrap(), mix.next_step().unwrap()];
+    let mut single = Vec::new();
+    for m in &micro {
+        let mut once = Some(m.clone());
+        let mut r = Default::default();
+        single.push(
+            t1.gradients(&mut || Ok(once.take().unwrap_or_default()), &mut r)
+                .unwrap(),
+        );
+    }
+    // Same weights, grad_accum = 2, both micro-batches.
+    let (model, _, _, _) = load_model(&spec, &Device::Cpu).unwrap();
+    let t2 = Trainer::new(
+        model,
+        StepSettings {
+            grad_accum: 2,
+            max_grad_norm: 1.0,
+            weight_decay: 0.1,
+        },
+    )
+    .unwrap();
+    for (name, var) in &t2.model().trainable_vars().cross_attn {
+        if name.ends_with("_gate") {
+            var.set(&Tensor::new(&[0.3f32], &Device::Cpu).unwrap())
+                .unwrap();
+        }
+    }
+    let mut queue: Vec<_> = micro.iter().rev().cloned().collect();
+    let mut r = Default::default();
+    let acc = t2
+        .gradients(&mut || Ok(queue.pop().unwrap_or_default()), &mut r)
+        .unwrap();
+    for (i, p) in t2.optimizer().params().iter().enumerate() {
+        let expect = ((single[0][i].as_ref().unwrap() + single[1][i].as_ref().unwrap()).unwrap()
+            * 0.5)
+            .unwrap();
+        let d = (acc[i].as_ref().unwrap() - expect)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(d < 1e-6, "{}: {d}", p.name);
+    }
+}
