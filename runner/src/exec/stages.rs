@@ -32,7 +32,8 @@ pub trait Stage: Sync {
 pub fn stage_for(kind: JobKind) -> Option<&'static dyn Stage> {
     match kind {
         JobKind::Synth => Some(&SynthStage),
-        JobKind::Pretrain | JobKind::Train | JobKind::Eval => None,
+        JobKind::Train => Some(&super::train_stage::TrainStage),
+        JobKind::Pretrain | JobKind::Eval => None,
     }
 }
 
