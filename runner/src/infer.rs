@@ -83,10 +83,11 @@ pub fn variant_model(
                 PathBuf::from(&exp.model.language),
             );
             for j in pretrain {
-                let dir = job_dir(runs_dir, JobKind::Pretrain, &j.hash);
                 match j.spec["inputs"]["backbone"].as_str() {
-                    Some("vision") => dirs.0 = dir,
-                    Some("language") => dirs.1 = dir,
+                    Some("vision") => dirs.0 = crate::pretrain::backbone_dir(runs_dir, &j.hash, "vision"),
+                    Some("language") => {
+                        dirs.1 = crate::pretrain::backbone_dir(runs_dir, &j.hash, "language")
+                    }
                     _ => {}
                 }
             }

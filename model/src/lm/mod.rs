@@ -521,24 +521,60 @@ impl DecoderLm {
                 path: config_path.clone(),
                 source,
             })?;
-        let model_type = config
-            .get("model_type")
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| ModelError::Config {
-                path: config_path.clone(),
-                message: "no string `model_type`".to_string(),
-            })?;
-        let family = LmFamily::from_model_type(model_type).ok_or_else(|| ModelError::Config {
-            path: config_path.clone(),
-            message: format!(
-                "unsupported model_type `{model_type}` (supported: opt, gpt_neox, mpt, mosaic_gpt, llama)"
-            ),
-        })?;
+        let family = family_of(&config, &config_path)?;
         let weights = Weights::open(dir, device, DType::F32)?;
-        let ctx = LoadCtx {
-            config_path: &config_path,
+        Self::build(
+            &config_path,
             config,
-            weights: &weights,
+            family,
+            &weights,
+            vocab_len,
+            mode,
+            special_ids,
+        )
+    }
+
+    /// Builds an LM from a parsed `config.json` and weights already at hand (e.g.
+    /// [`Weights::from_tensors`] over the tensors of candle `Var`s, which then receive gradients through
+    /// every op of the body and head). Resizing and special rows as in [`DecoderLm::load`]; note that the
+    /// embedding table itself is detached except for the rows of `special_ids` (pass every id to train the
+    /// whole table, whose rows are then returned by [`DecoderLm::trainable_vars`]). Errors name
+    /// `<weights origin>/config.json`.
+    pub fn from_weights(
+        config: serde_json::Value,
+        weights: &Weights,
+        vocab_len: usize,
+        mode: SpecialEmbeddingMode,
+        special_ids: &[u32],
+    ) -> Result<Self> {
+        let config_path = weights.origin().join("config.json");
+        let family = family_of(&config, &config_path)?;
+        Self::build(
+            &config_path,
+            config,
+            family,
+            weights,
+            vocab_len,
+            mode,
+            special_ids,
+        )
+    }
+
+    /// The family loader, resizing and special rows shared by [`DecoderLm::load`] and
+    /// [`DecoderLm::from_weights`].
+    fn build(
+        config_path: &Path,
+        config: serde_json::Value,
+        family: LmFamily,
+        weights: &Weights,
+        vocab_len: usize,
+        mode: SpecialEmbeddingMode,
+        special_ids: &[u32],
+    ) -> Result<Self> {
+        let ctx = LoadCtx {
+            config_path,
+            config,
+            weights,
             family,
         };
         let loaded = match family {
@@ -555,7 +591,7 @@ impl DecoderLm {
         };
         let embeddings =
             TokenEmbeddings::new(table, mode, special_ids).map_err(|e| ModelError::Config {
-                path: config_path.clone(),
+                path: config_path.to_path_buf(),
                 message: e.to_string(),
             })?;
         Ok(Self {
@@ -693,6 +729,23 @@ impl DecoderLm {
     pub fn trainable_vars(&self) -> Vec<candle_core::Var> {
         self.embeddings.trainable_vars()
     }
+}
+
+/// The family named by `config.model_type`; errors name `config_path`.
+fn family_of(config: &serde_json::Value, config_path: &Path) -> Result<LmFamily> {
+    let model_type = config
+        .get("model_type")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| ModelError::Config {
+            path: config_path.to_path_buf(),
+            message: "no string `model_type`".to_string(),
+        })?;
+    LmFamily::from_model_type(model_type).ok_or_else(|| ModelError::Config {
+        path: config_path.to_path_buf(),
+        message: format!(
+            "unsupported model_type `{model_type}` (supported: opt, gpt_neox, mpt, mosaic_gpt, llama)"
+        ),
+    })
 }
 
 /// HF `resize_token_embeddings` on a `(rows, dim)` table: keeps the first `min(rows, new)` rows and appends

@@ -1,6 +1,7 @@
 //! HF weight files read by tensor name: `model.safetensors`, sharded `model.safetensors.index.json`, and (for
 //! the many older checkpoints that only ship them) PyTorch `pytorch_model.bin` / `pytorch_model.bin.index.json`
-//! read with candle's pickle reader, which executes no code.
+//! read with candle's pickle reader, which executes no code. [`Weights::from_tensors`] serves tensors already
+//! in memory under the same names (a model built by the runner itself, trained from candle `Var`s).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,8 @@ pub const PTH_INDEX_FILE: &str = "pytorch_model.bin.index.json";
 enum WeightFile {
     Safetensors(MmapedSafetensors),
     Pth(PthTensors),
+    /// Tensors held in memory, handed out as they are (no copy, same autograd identity).
+    Memory(HashMap<String, Tensor>),
 }
 
 impl WeightFile {
@@ -53,6 +56,7 @@ impl WeightFile {
         match self {
             Self::Safetensors(st) => st.tensors().into_iter().map(|(n, _)| n).collect(),
             Self::Pth(p) => p.tensor_infos().keys().cloned().collect(),
+            Self::Memory(m) => m.keys().cloned().collect(),
         }
     }
 
@@ -60,6 +64,10 @@ impl WeightFile {
         match self {
             Self::Safetensors(st) => st.load(name, device),
             Self::Pth(p) => match p.get(name)? {
+                Some(t) => t.to_device(device),
+                None => candle_core::bail!("not found"),
+            },
+            Self::Memory(m) => match m.get(name) {
                 Some(t) => t.to_device(device),
                 None => candle_core::bail!("not found"),
             },
@@ -172,6 +180,32 @@ impl Weights {
             device: device.clone(),
             dtype,
         })
+    }
+
+    /// Serves `tensors` (HF names → tensors) as if read from a directory; errors name `origin` (a label
+    /// such as the directory the model will be saved to). A tensor already on `device` in `dtype` is
+    /// returned as is, sharing storage and autograd identity: a model built from the tensors of candle
+    /// `Var`s computes gradients for those `Var`s.
+    pub fn from_tensors(
+        origin: impl Into<PathBuf>,
+        tensors: HashMap<String, Tensor>,
+        device: &Device,
+        dtype: DType,
+    ) -> Self {
+        let origin = origin.into();
+        let names = tensors.keys().map(|n| (n.clone(), 0)).collect();
+        Self {
+            files: vec![(origin.clone(), WeightFile::Memory(tensors))],
+            names,
+            origin,
+            device: device.clone(),
+            dtype,
+        }
+    }
+
+    /// The file (or label) errors about missing tensors name: the index when sharded, else the single file.
+    pub fn origin(&self) -> &Path {
+        &self.origin
     }
 
     /// Whether a tensor of this name exists.

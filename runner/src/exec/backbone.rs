@@ -16,12 +16,12 @@ pub fn job_dir(runs_dir: &Path, kind: JobKind, hash: &str) -> PathBuf {
         .join(format!("{}-{short}", kind.as_str()))
 }
 
-/// Resolves a backbone identity of a job spec (`inputs.model.vision` / `.language`):
-/// `{"pretrain": hash}` is the directory the pretrain job wrote its backbone into
-/// (`<runs_dir>/jobs/pretrain-<hash12>`), `{"dir": path, ..}` that directory.
-pub fn backbone_dir(runs_dir: &Path, value: &Value) -> Result<PathBuf> {
+/// Resolves a backbone identity of a job spec (`inputs.model.vision` / `.language`, `which` being
+/// `vision` or `language`): `{"pretrain": hash}` is the directory the pretrain job wrote its
+/// backbone into ([`crate::pretrain::backbone_dir`]), `{"dir": path, ..}` that directory.
+pub fn backbone_dir(runs_dir: &Path, value: &Value, which: &str) -> Result<PathBuf> {
     if let Some(hash) = value.get("pretrain").and_then(Value::as_str) {
-        return Ok(job_dir(runs_dir, JobKind::Pretrain, hash));
+        return Ok(crate::pretrain::backbone_dir(runs_dir, hash, which));
     }
     if let Some(dir) = value.get("dir").and_then(Value::as_str) {
         return Ok(PathBuf::from(dir));
@@ -32,8 +32,9 @@ pub fn backbone_dir(runs_dir: &Path, value: &Value) -> Result<PathBuf> {
 /// The vision and language directories of a job whose spec holds `inputs.model`.
 pub fn model_dirs(runs_dir: &Path, job_spec: &Value) -> Result<(PathBuf, PathBuf)> {
     let model = &job_spec["inputs"]["model"];
-    let vision = backbone_dir(runs_dir, &model["vision"]).context("inputs.model.vision")?;
-    let language = backbone_dir(runs_dir, &model["language"]).context("inputs.model.language")?;
+    let vision = backbone_dir(runs_dir, &model["vision"], "vision").context("inputs.model.vision")?;
+    let language =
+        backbone_dir(runs_dir, &model["language"], "language").context("inputs.model.language")?;
     Ok((vision, language))
 }
 
@@ -47,13 +48,13 @@ mod tests {
         let runs = Path::new("runs");
         let h = "0123456789abcdef0123";
         assert_eq!(
-            backbone_dir(runs, &json!({ "pretrain": h })).unwrap(),
-            Path::new("runs/jobs/pretrain-0123456789ab")
+            backbone_dir(runs, &json!({ "pretrain": h }), "vision").unwrap(),
+            Path::new("runs/jobs/pretrain-0123456789ab/vision")
         );
         assert_eq!(
-            backbone_dir(runs, &json!({"dir": "/m/lm", "files": {}})).unwrap(),
+            backbone_dir(runs, &json!({"dir": "/m/lm", "files": {}}), "language").unwrap(),
             Path::new("/m/lm")
         );
-        assert!(backbone_dir(runs, &json!(null)).is_err());
+        assert!(backbone_dir(runs, &json!(null), "vision").is_err());
     }
 }

@@ -32,8 +32,9 @@ pub trait Stage: Sync {
 pub fn stage_for(kind: JobKind) -> Option<&'static dyn Stage> {
     match kind {
         JobKind::Synth => Some(&SynthStage),
+        JobKind::Pretrain => Some(&crate::pretrain::stage::PretrainStage),
         JobKind::Train => Some(&super::train_stage::TrainStage),
-        JobKind::Pretrain | JobKind::Eval => None,
+        JobKind::Eval => None,
     }
 }
 
