@@ -197,10 +197,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Plan(args) => cmd_plan(&args, &db),
         Command::Exec(args) => cmd_exec(&args, &db),
         Command::Report(args) => cmd_report(&args, &db),
-        Command::Score(_args) => anyhow::bail!("runner score: not built yet"),
+        Command::Score(args) => cmd_score(&args),
         Command::Data(DataCommand::Synth(args)) => cmd_synth(&args),
         Command::Data(DataCommand::Check(args)) => cmd_data_check(&args),
     }
+}
+
+fn cmd_score(args: &ScoreArgs) -> Result<ExitCode> {
+    use crate::eval::metrics::score::{Metric, score_files};
+    let metric: Metric = args.metric.parse()?;
+    let report = score_files(metric, &args.predictions, &args.annotations)?;
+    if args.json {
+        emit(&format!("{}\n", serde_json::to_string(&report)?))?;
+    } else {
+        emit(&format!(
+            "{}: {} ({} predictions)\n",
+            report.metric, report.score, report.count
+        ))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn cmd_data_check(args: &CheckArgs) -> Result<ExitCode> {
