@@ -32,7 +32,8 @@ pub trait Stage: Sync {
 pub fn stage_for(kind: JobKind) -> Option<&'static dyn Stage> {
     match kind {
         JobKind::Synth => Some(&SynthStage),
-        JobKind::Pretrain | JobKind::Train | JobKind::Eval => None,
+        JobKind::Eval => Some(&crate::eval::stage::EvalStage),
+        JobKind::Pretrain | JobKind::Train => None,
     }
 }
 
