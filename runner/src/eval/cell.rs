@@ -173,11 +173,14 @@ fn demonstrations(
     }
 }
 
-fn prompt_of(
-    inputs: &CellInputs<'_>,
-    query: &EvalExample,
-    demo_idx: &[usize],
-) -> Result<Prompt> {
+/// The example ids of demonstrations given as training-split indices.
+fn demo_ids(inputs: &CellInputs<'_>, idx: &[usize]) -> Vec<String> {
+    idx.iter()
+        .map(|&i| inputs.data.train[i].id.clone())
+        .collect()
+}
+
+fn prompt_of(inputs: &CellInputs<'_>, query: &EvalExample, demo_idx: &[usize]) -> Result<Prompt> {
     let train = &inputs.data.train;
     let demos: Vec<&EvalExample> = demo_idx.iter().map(|&i| &train[i]).collect();
     Ok(prompts::build(
@@ -220,7 +223,11 @@ fn encode_batch(
     let rows = prompts
         .iter()
         .map(|p| {
-            let mut row: Vec<Tensor> = p.images.iter().map(|i| by_path[i.as_path()].clone()).collect();
+            let mut row: Vec<Tensor> = p
+                .images
+                .iter()
+                .map(|i| by_path[i.as_path()].clone())
+                .collect();
             row.resize(t_max, zero.clone());
             Tensor::stack(&row, 0)
         })
@@ -261,7 +268,8 @@ fn generate_batch(
     batch
         .iter()
         .zip(gens)
-        .map(|(q, g)| {
+        .zip(demos.iter().zip(&prompts))
+        .map(|((q, g), (d, p))| {
             let raw = model.tokenizer.decode(&g.tokens, true)?;
             let prediction = super::postprocess::prediction(info, &raw);
             Ok(Prediction {
@@ -269,8 +277,14 @@ fn generate_batch(
                 prediction,
                 score: None,
                 extra: Some(
-                    serde_json::json!({"raw": raw, "tokens": g.tokens.len(), "beam_score": g.score})
-                        .to_string(),
+                    serde_json::json!({
+                        "raw": raw,
+                        "new_tokens": g.tokens.len(),
+                        "beam_score": g.score,
+                        "demos": demo_ids(inputs, d),
+                        "images": p.images.len(),
+                    })
+                    .to_string(),
                 ),
             })
         })
@@ -306,6 +320,7 @@ fn classify(
     }
     // Sum over orders of the length-normalised class log-likelihoods, per query.
     let mut sums = vec![[0f64; 2]; batch.len()];
+    let mut images_per_prompt = vec![0; batch.len()];
     for j in 0..n_orders {
         let prompts = batch
             .iter()
@@ -315,6 +330,9 @@ fn classify(
                 prompt_of(inputs, q, &ordered)
             })
             .collect::<Result<Vec<_>>>()?;
+        for (n, p) in images_per_prompt.iter_mut().zip(&prompts) {
+            *n = p.images.len();
+        }
         let (ids, latents) = encode_batch(inputs, &prompts, images)?;
         let pb = PromptBatch::left_padded_latents(&ids, model.tokenizer.pad_id(), latents)?;
         let scores = rank_scores(&model.flamingo, &pb, &candidates, true)
@@ -328,7 +346,8 @@ fn classify(
     Ok(batch
         .iter()
         .zip(sums)
-        .map(|(q, s)| {
+        .enumerate()
+        .map(|(r, (q, s))| {
             let mean = [s[0] / n_orders as f64, s[1] / n_orders as f64];
             let (class, p_yes) = super::postprocess::p_yes(&mean);
             Prediction {
@@ -336,7 +355,13 @@ fn classify(
                 prediction: HATEFUL_MEMES_CLASSES[class].to_string(),
                 score: Some(p_yes),
                 extra: Some(
-                    serde_json::json!({"logprobs": mean, "orders": n_orders}).to_string(),
+                    serde_json::json!({
+                        "logprobs": mean,
+                        "orders": n_orders,
+                        "demos": demo_ids(inputs, &demos[r]),
+                        "images": images_per_prompt[r],
+                    })
+                    .to_string(),
                 ),
             }
         })

@@ -64,17 +64,16 @@ pub fn load(
         return Ok(m);
     }
     let spec = spec()?;
-    let (flamingo, tokenizer, processor, report) =
-        Flamingo::load(&spec, device).map_err(|e| {
-            anyhow::anyhow!(
-                "loading the model (vision {}, language {}, checkpoint {}): {e}",
-                spec.vision_dir.display(),
-                spec.language_dir.display(),
-                spec.checkpoint
-                    .as_ref()
-                    .map_or("none".to_string(), |c| c.display().to_string())
-            )
-        })?;
+    let (flamingo, tokenizer, processor, report) = Flamingo::load(&spec, device).map_err(|e| {
+        anyhow::anyhow!(
+            "loading the model (vision {}, language {}, checkpoint {}): {e}",
+            spec.vision_dir.display(),
+            spec.language_dir.display(),
+            spec.checkpoint
+                .as_ref()
+                .map_or("none".to_string(), |c| c.display().to_string())
+        )
+    })?;
     LOADS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let m = Arc::new(EvalModel {
         identity: identity.to_string(),

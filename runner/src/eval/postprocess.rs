@@ -27,10 +27,7 @@ pub fn prediction(info: &DatasetInfo, generated: &str) -> String {
 /// `1 - p` when that class is "no". Returns (predicted class index, P(yes)).
 pub fn p_yes(class_logprobs: &[f64; 2]) -> (usize, f64) {
     let m = class_logprobs[0].max(class_logprobs[1]);
-    let e = [
-        (class_logprobs[0] - m).exp(),
-        (class_logprobs[1] - m).exp(),
-    ];
+    let e = [(class_logprobs[0] - m).exp(), (class_logprobs[1] - m).exp()];
     let z = e[0] + e[1];
     let probs = [e[0] / z, e[1] / z];
     let predicted = if probs[1] > probs[0] { 1 } else { 0 };
@@ -59,7 +56,10 @@ mod tests {
         assert_eq!(prediction(&vqa, "yes Question:what"), "yes ");
         assert_eq!(prediction(&vqa, "blue Short answer:red"), "blue ");
         let ok = dataset_info("okvqa").unwrap();
-        assert_eq!(prediction(&ok, "running dogs"), okvqa_stem::stem("running dogs"));
+        assert_eq!(
+            prediction(&ok, "running dogs"),
+            okvqa_stem::stem("running dogs")
+        );
     }
 
     #[test]

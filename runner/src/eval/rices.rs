@@ -36,7 +36,10 @@ pub fn embed(model: &EvalModel, paths: &[PathBuf]) -> Result<(Vec<f32>, usize)> 
                 Ok(model.processor.preprocess(&img, &Device::Cpu)?)
             })
             .collect::<Result<_>>()?;
-        let first = chunk.first().map(|p| p.display().to_string()).unwrap_or_default();
+        let first = chunk
+            .first()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
         let emb = Tensor::stack(&pixels, 0)
             .and_then(|t| t.to_device(&dev))
             .and_then(|t| model.flamingo.vision().embed_image(&t))

@@ -28,9 +28,9 @@ pub fn results_json(
             Task::Captioning => json!({"image_id": id, "caption": p.prediction}),
             Task::Vqa => json!({"question_id": id, "answer": p.prediction}),
             Task::Classification => {
-                let s = p
-                    .score
-                    .with_context(|| format!("classification prediction {} without a score", q.id))?;
+                let s = p.score.with_context(|| {
+                    format!("classification prediction {} without a score", q.id)
+                })?;
                 json!({"id": id, "score": s})
             }
         });

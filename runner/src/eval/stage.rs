@@ -75,7 +75,10 @@ pub fn device(name: &str) -> Result<Device> {
 pub fn cell_spec(job_spec: &Value, batch_size: usize) -> Result<CellSpec> {
     let inputs = &job_spec["inputs"];
     let p = &inputs["protocol"];
-    let num = |v: &Value, what: &str| v.as_u64().with_context(|| format!("eval job without {what}"));
+    let num = |v: &Value, what: &str| {
+        v.as_u64()
+            .with_context(|| format!("eval job without {what}"))
+    };
     Ok(CellSpec {
         dataset: inputs["dataset"]
             .as_str()

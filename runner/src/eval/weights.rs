@@ -40,7 +40,11 @@ pub fn identity(job_spec: &Value) -> String {
 
 /// The model spec (`inputs.model` of a train job, or `inputs.weights` of an eval-only job)
 /// resolved to directories and files.
-pub fn flamingo_spec(model: &Value, checkpoint: Option<PathBuf>, runs_dir: &Path) -> Result<FlamingoSpec> {
+pub fn flamingo_spec(
+    model: &Value,
+    checkpoint: Option<PathBuf>,
+    runs_dir: &Path,
+) -> Result<FlamingoSpec> {
     let backbone = |which: &str| -> Result<PathBuf> {
         let v = &model[which];
         if let Some(h) = v["pretrain"].as_str() {
@@ -87,11 +91,9 @@ pub fn resolve(
     }
     let checkpoint = match &weights["checkpoint"] {
         Value::Null => None,
-        v => Some(PathBuf::from(
-            v["path"]
-                .as_str()
-                .with_context(|| format!("checkpoint identity without a path: {v}"))?,
-        )),
+        v => Some(PathBuf::from(v["path"].as_str().with_context(|| {
+            format!("checkpoint identity without a path: {v}")
+        })?)),
     };
     flamingo_spec(weights, checkpoint, runs_dir)
 }
