@@ -504,3 +504,43 @@ fn code_protocol_zero_shot_classification_passes_the_demo_images_without_ensembl
         }
     }
 }
+
+#[test]
+fn released_model_presets_name_every_missing_file() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for (name, interval) in [
+        ("3b", 1),
+        ("3b_instruct", 1),
+        ("4b", 2),
+        ("4b_instruct", 2),
+        ("9b", 4),
+    ] {
+        let file = root.join(format!("experiments/openflamingo_{name}_eval.toml"));
+        let composed = config::compose(&file, &Overrides::default()).unwrap();
+        let m = &composed.experiment.model;
+        assert_eq!(m.cross_attn_every_n_layers, interval, "{name}");
+        assert!(m.checkpoint.ends_with("checkpoint.pt"), "{name}");
+        assert_eq!(m.precision, runner::config::schema::Precision::Bf16);
+        let ev = composed.experiment.eval.as_ref().unwrap();
+        assert_eq!(ev.datasets.len(), 7);
+        assert_eq!(ev.shots, vec![0, 4, 8, 16, 32]);
+        assert_eq!(ev.num_beams, 3);
+        // Without the files, loading lists each one with what it must hold.
+        let msg = config::load(&file, &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        for expected in [
+            "open_clip_config.json",
+            "open_clip_model.safetensors",
+            "open_clip_pytorch_model.bin",
+            "tokenizer.json",
+            "checkpoint.pt",
+            "dataset_coco.json",
+            "captions_val2014.json",
+            "v2_OpenEnded_mscoco_val2014_questions.json",
+            "test_seen.jsonl",
+        ] {
+            assert!(msg.contains(expected), "{name}: {expected} not in\n{msg}");
+        }
+    }
+}
