@@ -544,3 +544,87 @@ fn released_model_presets_name_every_missing_file() {
         }
     }
 }
+
+/// Eval throughput (ignored; run by hand with
+/// `cargo test -p runner --test eval_stage bench_ -- --ignored --nocapture`): COCO captioning
+/// with 3 beams, 0-shot and 4-shot, on a small model (ViT width 128 x 4 layers on 64px / 8px
+/// patches, OpenFlamingo-sized perceiver and cross-attention, MPT d=256 x 4 layers, x-attn every
+/// layer), each measurement with a cold media cache. Writes the model, world and every prompt to
+/// `RUNNER_BENCH_DIR` (default: a temp dir) for `scripts/bench/eval_throughput.py`, which runs
+/// open_flamingo on the same files and prompts.
+#[test]
+#[ignore = "benchmark: run explicitly with --ignored --nocapture"]
+fn bench_captioning_throughput() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let root = std::env::var("RUNNER_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| std::env::temp_dir().join("runner-eval-bench"));
+    std::fs::create_dir_all(&root).unwrap();
+    let world = root.join("world");
+    if !world.join("manifest.json").is_file() {
+        write_world(&world, &SynthOptions::new(0, WorldSize::Tiny)).unwrap();
+    }
+    let (vision, lm, ckpt) = (root.join("vision"), root.join("lm"), root.join("ckpt.safetensors"));
+    write_vision(&vision, 128, 4, 64, 8);
+    write_lm(&lm, 256, 4, &world_words(&world));
+    write_checkpoint(&vision, &lm, &ckpt);
+    let mut spec = model::FlamingoSpec::new(&vision, &lm);
+    spec.checkpoint = Some(ckpt.clone());
+    let m = runner::eval::model_cache::load(&format!("bench:{}", root.display()), || Ok(spec), &Device::Cpu)
+        .unwrap();
+    let fx = Fixture { root: root.clone() };
+    let paths: toml::Table = toml::from_str(&fx.paths()).unwrap();
+    let coco: runner::config::schema::DatasetPaths =
+        paths["eval"]["paths"]["coco"].clone().try_into().unwrap();
+    std::mem::forget(fx); // keep the files for the Python side
+    let data = stage::load_dataset("coco", &coco).unwrap();
+    let n = std::env::var("RUNNER_BENCH_QUERIES").ok().and_then(|s| s.parse().ok()).unwrap_or(16);
+    let mut dump = serde_json::Map::new();
+    for shots in [0usize, 4] {
+        let spec = CellSpec {
+            dataset: "coco".into(),
+            shots,
+            seed: 0,
+            demos: runner::config::schema::Demos::Random,
+            num_samples: Some(n),
+            query_set_size: 2048,
+            batch_size: 8,
+            num_beams: 3,
+            protocol: runner::config::schema::Protocol::Paper,
+        };
+        let media = runner::eval::media_cache::MediaCache::new(1 << 30);
+        let inputs = cell::CellInputs { model: &m, data: &data, spec: &spec, rices_bank: None, media: &media };
+        let mut preds = Vec::new();
+        let stats = cell::run(&inputs, &HashSet::new(), &mut |p| {
+            preds.extend_from_slice(p);
+            Ok(())
+        }, &mut |_, _| {})
+        .unwrap();
+        println!(
+            "runner (candle, CPU): coco {shots}-shot, 3 beams, batch 8: {} queries in {:.3} s = {:.2} queries/s; {} images encoded",
+            stats.queries,
+            stats.seconds,
+            stats.queries as f64 / stats.seconds,
+            stats.images_encoded
+        );
+        // The same prompts for the reference.
+        let random = RandomDemos::new("coco", 0, data.train.len(), 2048);
+        let rows: Vec<Value> = cell::queries(&data, &spec)
+            .iter()
+            .map(|q| {
+                let idx = random.for_query(&q.id, effective_shots(shots)).unwrap();
+                let demos: Vec<&EvalExample> = idx.iter().map(|&i| &data.train[i]).collect();
+                let p = prompts::build(data.info.task, &demos, q, shots, spec.protocol).unwrap();
+                let pred = preds.iter().find(|x| x.example_id == q.id).unwrap();
+                json!({"id": q.id, "text": p.text, "images": p.images,
+                    "raw": extra(pred)["raw"], "prediction": pred.prediction})
+            })
+            .collect();
+        dump.insert(
+            format!("{shots}"),
+            json!({"rows": rows, "seconds": stats.seconds, "queries": stats.queries}),
+        );
+    }
+    std::fs::write(root.join("bench_inputs.json"), serde_json::to_string_pretty(&dump).unwrap()).unwrap();
+    println!("wrote {}", root.join("bench_inputs.json").display());
+}
