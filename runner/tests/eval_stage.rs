@@ -592,14 +592,22 @@ fn bench_captioning_throughput() {
             num_beams: 3,
             protocol: runner::config::schema::Protocol::Paper,
         };
-        let media = runner::eval::media_cache::MediaCache::new(1 << 30);
-        let inputs = cell::CellInputs { model: &m, data: &data, spec: &spec, rices_bank: None, media: &media };
-        let mut preds = Vec::new();
-        let stats = cell::run(&inputs, &HashSet::new(), &mut |p| {
-            preds.extend_from_slice(p);
-            Ok(())
-        }, &mut |_, _| {})
-        .unwrap();
+        // Best of 3 (the build machine is shared and noisy), each with a cold media cache.
+        let mut best: Option<(cell::CellStats, Vec<results::Prediction>)> = None;
+        for _ in 0..3 {
+            let media = runner::eval::media_cache::MediaCache::new(1 << 30);
+            let inputs = cell::CellInputs { model: &m, data: &data, spec: &spec, rices_bank: None, media: &media };
+            let mut preds = Vec::new();
+            let stats = cell::run(&inputs, &HashSet::new(), &mut |p| {
+                preds.extend_from_slice(p);
+                Ok(())
+            }, &mut |_, _| {})
+            .unwrap();
+            if best.as_ref().is_none_or(|(b, _)| stats.seconds < b.seconds) {
+                best = Some((stats, preds));
+            }
+        }
+        let (stats, preds) = best.unwrap();
         println!(
             "runner (candle, CPU): coco {shots}-shot, 3 beams, batch 8: {} queries in {:.3} s = {:.2} queries/s; {} images encoded",
             stats.queries,

@@ -12,6 +12,7 @@ vision tower from `vision/`, HF MPT from `lm/` with its tokenizer plus the Flami
 `strict=False`), and runs each cell as `evaluate.py` does: batches of 8 prompts, images through
 the open_clip transform into `(B, T_img, 1, 3, S, S)`, left-padded tokens, `Flamingo.generate`
 with 3 beams, 20 new tokens, length_penalty 0, stop at <|endofchunk|>, under inference_mode.
+`BENCH_THREADS=N` sets torch's thread count (the Rust side: `RAYON_NUM_THREADS=N`).
 Prints queries/s and whether the decoded outputs equal the Rust ones.
 """
 
@@ -105,6 +106,8 @@ def main():
     with open(os.path.join(root, "bench_inputs.json")) as f:
         cells = json.load(f)
     torch.manual_seed(0)
+    if os.environ.get("BENCH_THREADS"):
+        torch.set_num_threads(int(os.environ["BENCH_THREADS"]))
     model, tok, transform = build(root)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for shots, cell in cells.items():
