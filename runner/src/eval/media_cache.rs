@@ -204,7 +204,7 @@ fn encode(model: &EvalModel, paths: &[&Path]) -> Result<Vec<Tensor>, MediaError>
         .map_err(|e| err(e.to_string()))?;
     let latents = model
         .flamingo
-        .encode_media(&stacked)
+        .encode_media_inference(&stacked)
         .map_err(|e| err(e.to_string()))?;
     (0..paths.len())
         .map(|i| {
