@@ -93,30 +93,6 @@ fn ptb_tokens_match_the_corenlp_jar() {
     compare_with_jar(&fixture("ptb_tokens.json"));
 }
 
-#[test]
-fn ptb_parallel_chunks_match_one_thread() {
-    // Large texts without `<` are tokenized in chunks on several threads: same output required.
-    let cases = fixture("ptb_tokens.json");
-    let texts: Vec<&str> = cases["cases"]
-        .as_array()
-        .expect("cases")
-        .iter()
-        .map(|c| c["text"].as_str().expect("text"))
-        .filter(|t| !t.contains('<'))
-        .collect();
-    let mut text = texts.join("\n");
-    while text.len() < 300_000 {
-        text = format!("{text}\n{text}");
-    }
-    let lexer = PtbLexer::shared().expect("lexer");
-    let parallel = lexer.tokenize_to_text(&text).expect("parallel");
-    let single = lexer.tokenize_to_text_single_thread(&text).expect("single");
-    assert!(
-        parallel == single,
-        "parallel tokenization differs from the single-thread run"
-    );
-}
-
 /// A large fuzz file from `metrics_golden.py --fuzz N` (not committed):
 /// `PTB_FUZZ_FILE=/tmp/ptb_fuzz.json cargo test -p runner --test metrics_golden -- --ignored`.
 #[test]

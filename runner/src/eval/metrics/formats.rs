@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::error::MetricError;
 use super::vqa::GtAnswer;
@@ -361,18 +361,17 @@ fn coco_captions_from_value(
 
 /// Read a VQA v2 annotations file `{"annotations": [{"question_id", "answers": [{"answer", ...}]}]}`.
 pub fn read_vqa_annotations(path: &Path) -> Result<HashMap<SampleId, Vec<GtAnswer>>, MetricError> {
-    let json = read_json(path)?;
-    let anns = as_list(
-        json.get("annotations")
-            .ok_or_else(|| format_err(path, "top level", "missing \"annotations\""))?,
-        path,
-        "annotations",
-    )?;
+    let mut json = read_json(path)?;
+    let anns = match json.get_mut("annotations") {
+        Some(Value::Array(list)) => std::mem::take(list),
+        Some(_) => return Err(format_err(path, "annotations", "expected a JSON list")),
+        None => return Err(format_err(path, "top level", "missing \"annotations\"")),
+    };
     let mut out = HashMap::with_capacity(anns.len());
-    let mut first_at: HashMap<SampleId, usize> = HashMap::new();
-    for (i, ann) in anns.iter().enumerate() {
+    let mut first_at: HashMap<SampleId, usize> = HashMap::with_capacity(anns.len());
+    for (i, mut ann) in anns.into_iter().enumerate() {
         let entry = format!("annotations[{i}]");
-        let id = id_of(ann, "question_id", path, &entry)?;
+        let id = id_of(&ann, "question_id", path, &entry)?;
         if let Some(&first) = first_at.get(&id) {
             return Err(MetricError::DuplicateId {
                 path: path.to_path_buf(),
@@ -382,16 +381,26 @@ pub fn read_vqa_annotations(path: &Path) -> Result<HashMap<SampleId, Vec<GtAnswe
             });
         }
         first_at.insert(id.clone(), i);
-        let list = as_list(
-            field(ann, "answers", path, &entry)?,
-            path,
-            &format!("{entry}.answers"),
-        )?;
+        field(&ann, "answers", path, &entry)?;
+        let list = match ann.get_mut("answers") {
+            Some(Value::Array(list)) => std::mem::take(list),
+            _ => {
+                return Err(format_err(
+                    path,
+                    format!("{entry}.answers"),
+                    "expected a JSON list",
+                ));
+            }
+        };
         let mut answers = Vec::with_capacity(list.len());
-        for (j, a) in list.iter().enumerate() {
+        for (j, a) in list.into_iter().enumerate() {
             let aentry = format!("{entry}.answers[{j}]");
-            let answer = string_of(a, "answer", path, &aentry)?;
-            let mut other_fields = a.as_object().cloned().unwrap_or_default();
+            let answer = string_of(&a, "answer", path, &aentry)?;
+            // The other fields matter only for the reference's whole-object comparison.
+            let mut other_fields = match a {
+                Value::Object(map) => map,
+                _ => Map::new(),
+            };
             other_fields.remove("answer");
             answers.push(GtAnswer {
                 answer,

@@ -232,6 +232,11 @@ pub fn stem(prediction: &str) -> String {
         .join(" ")
 }
 
+/// `postprocess_ok_vqa_generation`: the VQA cut of spec §5.8, then [`stem`].
+pub fn postprocess_generation(output: &str) -> String {
+    stem(&super::vqa::postprocess_generation(output))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,8 +25,9 @@ pub const COCO_PUNCTUATION: [&str; 17] = [
     "...", ";",
 ];
 
-/// Below this many bytes the tokenizer runs on one thread.
-const PARALLEL_MIN_BYTES: usize = 1 << 16;
+/// Below this many bytes the tokenizer runs on one thread (each thread warms up its own lazy-DFA
+/// cache, which only pays off on large inputs).
+const PARALLEL_MIN_BYTES: usize = 4 << 20;
 
 /// Stand-ins for the two UTF-16 surrogates of a supplementary character (private-use characters
 /// behave like surrogates: only negated classes and the catch-all rule accept them).
@@ -104,11 +105,18 @@ impl PtbLexer {
         let mut combined = Vec::with_capacity(specs.len());
         let mut trailing = Vec::with_capacity(specs.len());
         let mut actions = Vec::with_capacity(specs.len());
+        // The haystack never holds supplementary characters (they become stand-ins), so the
+        // Unicode classes can be cut to the BMP: the same matches with a much smaller automaton.
+        let bmp = |p: String| {
+            p.replace(r"\p{L}", r"[\p{L}&&\x{0}-\x{FFFF}]")
+                .replace(r"\p{Nd}", r"[\p{Nd}&&\x{0}-\x{FFFF}]")
+                .replace(r"\p{Lu}", r"[\p{Lu}&&\x{0}-\x{FFFF}]")
+        };
         for spec in &specs {
-            let head = caseless(&spec.head);
+            let head = bmp(caseless(&spec.head));
             match &spec.tail {
                 Some(tail) => {
-                    let tail = caseless(tail);
+                    let tail = bmp(caseless(tail));
                     combined.push(format!("(?:{head})(?:{tail})"));
                     trailing.push(Some(TrailingRule {
                         head,
@@ -210,15 +218,25 @@ impl PtbLexer {
     /// Tokenize `text` as `PTBTokenizer -preserveLines -lowerCase` prints it: one output line per
     /// input line, tokens joined by single spaces, lines joined by `"\n"`.
     pub fn tokenize_to_text(&self, text: &str) -> Result<String, MetricError> {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(8);
+        self.tokenize_to_text_on(text, threads, PARALLEL_MIN_BYTES)
+    }
+
+    /// [`Self::tokenize_to_text`] with `threads` threads for inputs of at least `min_bytes`.
+    fn tokenize_to_text_on(
+        &self,
+        text: &str,
+        threads: usize,
+        min_bytes: usize,
+    ) -> Result<String, MetricError> {
         let units = Utf16Units::new(text);
         let hay = units.hay.as_str();
         // Only SGML tokens (`<a b='...'>`, quoted values) can contain a `\n`. Without a `<`, every
         // `\n` ends a token and the next line starts at a token boundary: chunks cut after a `\n`
         // can be tokenized independently (trailing contexts still see the whole text) and joined.
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(8);
-        if threads < 2 || hay.len() < PARALLEL_MIN_BYTES || hay.contains('<') {
+        if threads < 2 || hay.len() < min_bytes || hay.contains('<') {
             return self.tokenize_range(&units, 0, hay.len());
         }
         let mut cuts = vec![0];
@@ -404,7 +422,7 @@ fn has_property(c: char, which: usize) -> bool {
 }
 
 fn is_word_letter(c: char) -> bool {
-    (c.is_alphabetic() && !has_property(c, 1)) || has_property(c, 0) || c == '_'
+    (c.is_alphabetic() && !has_property(c, 1)) || has_property(c, 0)
 }
 
 fn is_word_char(c: char) -> bool {
@@ -412,8 +430,8 @@ fn is_word_char(c: char) -> bool {
 }
 
 /// The characters of the current word from a starting point (in either direction), following Java's
-/// legacy word-break rules: letters (not ideographs), marks, `_` and digits continue a word; a dash,
-/// soft hyphen, U+2027, `"`, `'` or `.` continues it only between two letters; ideographs break.
+/// legacy word-break rules: letters (not ideographs), marks and digits continue a word; a dash, soft
+/// hyphen, U+2027, `"`, `'`, `.` or `_` continues it only between two letters; ideographs break.
 fn word_scan(iter: impl Iterator<Item = char>, start: char) -> impl Iterator<Item = char> {
     let mut prev = start;
     let mut iter = iter.peekable();
@@ -423,7 +441,7 @@ fn word_scan(iter: impl Iterator<Item = char>, start: char) -> impl Iterator<Ite
             prev = c;
             return Some(c);
         }
-        let mid = has_property(c, 2);
+        let mid = has_property(c, 2) || c == '_';
         if mid && is_word_letter(prev) && iter.peek().is_some_and(|&n| is_word_letter(n)) {
             prev = c;
             return Some(c);
@@ -443,7 +461,8 @@ enum Fast {
 }
 
 /// The common cases of caption text, where every rule's outcome is known:
-/// - a run of ASCII spaces (only the whitespace rule starts with a space);
+/// - a run of ASCII spaces not followed by another SPACE character (only the whitespace rule
+///   starts with a space);
 /// - `\n` (only the newline rule starts with it);
 /// - a run of ASCII letters followed by a space, `\n` or the end: no rule matches past the space
 ///   except with the same token text (`{ACRO}/{SPACENL}`, `{ABBREV4}/{SPACE}`), apart from the
@@ -457,6 +476,11 @@ fn fast_path(bytes: &[u8], pos: usize) -> Option<Fast> {
             let mut end = pos + 1;
             while at(end) == Some(b' ') {
                 end += 1;
+            }
+            // The whitespace rule takes the whole run of SPACE characters (tab, U+00A0, ...); if the
+            // run goes on past the ASCII spaces, leave it to the lexer.
+            if at(end).is_some_and(|b| b == b'\t' || b >= 0x80) {
+                return None;
             }
             Some(Fast::Space(end))
         }
@@ -808,6 +832,32 @@ mod tests {
             toks("U.S. The end etc. Then"),
             ["u.s.", ".", "the", "end", "etc.", ".", "then"]
         );
+    }
+
+    #[test]
+    fn parallel_chunks_match_one_thread() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/metrics/ptb_tokens.json"
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let texts: Vec<&str> = json["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["text"].as_str().unwrap())
+            .filter(|t| !t.contains('<'))
+            .collect();
+        let text = texts.join("\n");
+        let lexer = PtbLexer::shared().unwrap();
+        let single = lexer.tokenize_to_text_single_thread(&text).unwrap();
+        for threads in [2, 3, 7] {
+            assert!(
+                lexer.tokenize_to_text_on(&text, threads, 0).unwrap() == single,
+                "{threads} threads"
+            );
+        }
     }
 
     #[test]

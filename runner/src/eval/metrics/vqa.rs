@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use regex::Regex;
 use serde_json::{Map, Value};
 
-use super::python::{is_py_whitespace, py_round, py_split_whitespace, py_strip};
+use super::python::{py_round, py_split_whitespace, py_strip};
 
 /// `VQAEval.punct`, in the reference's order (the order matters: replacements are sequential).
 const PUNCT: [char; 21] = [
@@ -296,10 +296,16 @@ fn py_eq(a: &Value, b: &Value) -> bool {
 /// left-to-right float sum.
 pub fn question_accuracy(prediction: &str, answers: &[GtAnswer]) -> f64 {
     let pred = normalize_answer(prediction);
-    let normalized: Vec<String> = answers
-        .iter()
-        .map(|a| normalize_answer(&a.answer))
-        .collect();
+    // Annotators often agree: normalise each distinct text once.
+    let mut normalized: Vec<String> = Vec::with_capacity(answers.len());
+    for (i, a) in answers.iter().enumerate() {
+        let earlier = answers[..i].iter().position(|b| b.answer == a.answer);
+        let norm = match earlier {
+            Some(k) => normalized[k].clone(),
+            None => normalize_answer(&a.answer),
+        };
+        normalized.push(norm);
+    }
     let same = |i: usize, j: usize| {
         normalized[i] == normalized[j]
             && py_eq_maps(&answers[i].other_fields, &answers[j].other_fields)
@@ -307,7 +313,7 @@ pub fn question_accuracy(prediction: &str, answers: &[GtAnswer]) -> f64 {
     let mut sum = 0.0;
     for i in 0..answers.len() {
         let matches = (0..answers.len())
-            .filter(|&j| !same(i, j) && normalized[j] == pred)
+            .filter(|&j| normalized[j] == pred && !same(i, j))
             .count();
         sum += (matches as f64 / 3.0).min(1.0);
     }
@@ -318,7 +324,9 @@ fn py_eq_maps(a: &Map<String, Value>, b: &Map<String, Value>) -> bool {
     a.len() == b.len() && a.iter().all(|(k, v)| b.get(k).is_some_and(|w| py_eq(v, w)))
 }
 
-/// Overall accuracy as the reference reports it: `round(100 * sum / n, 2)` with a left-to-right sum.
+/// Overall accuracy as the reference reports it: `round(100 * sum / n, 2)` with a left-to-right sum
+/// (Python 3.11's `sum`; 3.12+ compensates, which can move a result by one ulp before rounding).
+/// NaN for an empty slice (the reference divides by zero).
 pub fn accuracy(per_question: &[f64]) -> f64 {
     let mut sum = 0.0;
     for &a in per_question {
@@ -348,11 +356,6 @@ pub fn postprocess_caption(output: &str) -> String {
         .split_once("Output")
         .map_or(output, |(a, _)| a)
         .replace('"', "")
-}
-
-/// True when `c` is whitespace for Python (re-exported for callers that pre-clean answers).
-pub fn is_python_whitespace(c: char) -> bool {
-    is_py_whitespace(c)
 }
 
 #[cfg(test)]
