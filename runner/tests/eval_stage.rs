@@ -564,21 +564,32 @@ fn bench_captioning_throughput() {
     if !world.join("manifest.json").is_file() {
         write_world(&world, &SynthOptions::new(0, WorldSize::Tiny)).unwrap();
     }
-    let (vision, lm, ckpt) = (root.join("vision"), root.join("lm"), root.join("ckpt.safetensors"));
+    let (vision, lm, ckpt) = (
+        root.join("vision"),
+        root.join("lm"),
+        root.join("ckpt.safetensors"),
+    );
     write_vision(&vision, 128, 4, 64, 8);
     write_lm(&lm, 256, 4, &world_words(&world));
     write_checkpoint(&vision, &lm, &ckpt);
     let mut spec = model::FlamingoSpec::new(&vision, &lm);
     spec.checkpoint = Some(ckpt.clone());
-    let m = runner::eval::model_cache::load(&format!("bench:{}", root.display()), || Ok(spec), &Device::Cpu)
-        .unwrap();
+    let m = runner::eval::model_cache::load(
+        &format!("bench:{}", root.display()),
+        || Ok(spec),
+        &Device::Cpu,
+    )
+    .unwrap();
     let fx = Fixture { root: root.clone() };
     let paths: toml::Table = toml::from_str(&fx.paths()).unwrap();
     let coco: runner::config::schema::DatasetPaths =
         paths["eval"]["paths"]["coco"].clone().try_into().unwrap();
     std::mem::forget(fx); // keep the files for the Python side
     let data = stage::load_dataset("coco", &coco).unwrap();
-    let n = std::env::var("RUNNER_BENCH_QUERIES").ok().and_then(|s| s.parse().ok()).unwrap_or(16);
+    let n = std::env::var("RUNNER_BENCH_QUERIES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(16);
     let mut dump = serde_json::Map::new();
     for shots in [0usize, 4] {
         let spec = CellSpec {
@@ -596,12 +607,23 @@ fn bench_captioning_throughput() {
         let mut best: Option<(cell::CellStats, Vec<results::Prediction>)> = None;
         for _ in 0..3 {
             let media = runner::eval::media_cache::MediaCache::new(1 << 30);
-            let inputs = cell::CellInputs { model: &m, data: &data, spec: &spec, rices_bank: None, media: &media };
+            let inputs = cell::CellInputs {
+                model: &m,
+                data: &data,
+                spec: &spec,
+                rices_bank: None,
+                media: &media,
+            };
             let mut preds = Vec::new();
-            let stats = cell::run(&inputs, &HashSet::new(), &mut |p| {
-                preds.extend_from_slice(p);
-                Ok(())
-            }, &mut |_, _| {})
+            let stats = cell::run(
+                &inputs,
+                &HashSet::new(),
+                &mut |p| {
+                    preds.extend_from_slice(p);
+                    Ok(())
+                },
+                &mut |_, _| {},
+            )
             .unwrap();
             if best.as_ref().is_none_or(|(b, _)| stats.seconds < b.seconds) {
                 best = Some((stats, preds));
@@ -633,6 +655,10 @@ fn bench_captioning_throughput() {
             json!({"rows": rows, "seconds": stats.seconds, "queries": stats.queries}),
         );
     }
-    std::fs::write(root.join("bench_inputs.json"), serde_json::to_string_pretty(&dump).unwrap()).unwrap();
+    std::fs::write(
+        root.join("bench_inputs.json"),
+        serde_json::to_string_pretty(&dump).unwrap(),
+    )
+    .unwrap();
     println!("wrote {}", root.join("bench_inputs.json").display());
 }

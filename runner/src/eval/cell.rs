@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use candle_core::Tensor;
-use model::{GenerateConfig, PromptBatch, generate, rank_scores};
+use model::{GenerateConfig, LmFamily, PromptBatch, RankOptions, generate, rank_scores_with};
 use results::Prediction;
 
 use super::datasets::{EvalDataset, EvalExample, HATEFUL_MEMES_CLASSES, Task};
@@ -321,6 +321,8 @@ fn classify(
     // Sum over orders of the length-normalised class log-likelihoods, per query.
     let mut sums = vec![[0f64; 2]; batch.len()];
     let mut images_per_prompt = vec![0; batch.len()];
+    // `j` picks the j-th order of every query of the batch.
+    #[allow(clippy::needless_range_loop)]
     for j in 0..n_orders {
         let prompts = batch
             .iter()
@@ -335,7 +337,13 @@ fn classify(
         }
         let (ids, latents) = encode_batch(inputs, &prompts, images)?;
         let pb = PromptBatch::left_padded_latents(&ids, model.tokenizer.pad_id(), latents)?;
-        let scores = rank_scores(&model.flamingo, &pb, &candidates, true)
+        // MosaicGPT (MPT-1B, OpenFlamingo-3B) extends the KV cache it is given in place, so
+        // the reference scores later candidates after earlier ones (a no-op for one-token names).
+        let opts = RankOptions {
+            normalize_length: true,
+            shared_cache: model.flamingo.lm().config().family == LmFamily::MosaicGpt,
+        };
+        let scores = rank_scores_with(&model.flamingo, &pb, &candidates, &opts)
             .with_context(|| format!("rank scoring queries {}..", batch[0].id))?;
         for (sum, s) in sums.iter_mut().zip(scores) {
             sum[0] += s[0];

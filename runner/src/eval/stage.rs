@@ -30,9 +30,10 @@ pub struct EvalStage;
 const DATASETS_KEPT: usize = 2;
 
 type DatasetKey = (String, String);
+type DatasetCache = Mutex<Vec<(DatasetKey, Arc<EvalDataset>)>>;
 
-fn dataset_cache() -> &'static Mutex<Vec<(DatasetKey, Arc<EvalDataset>)>> {
-    static CACHE: OnceLock<Mutex<Vec<(DatasetKey, Arc<EvalDataset>)>>> = OnceLock::new();
+fn dataset_cache() -> &'static DatasetCache {
+    static CACHE: OnceLock<DatasetCache> = OnceLock::new();
     CACHE.get_or_init(|| Mutex::new(Vec::new()))
 }
 
