@@ -6,18 +6,13 @@ use super::metrics::{okvqa_stem, vqa};
 
 /// The prediction for `generated` (new tokens decoded without special tokens):
 /// captioning cuts at `"Output"` and drops `"`; VQA cuts at `Question`/`Answer`/`Short`, then at
-/// the first `", "`; OK-VQA then stems the answer.
+/// the first `", "`; OK-VQA then stems the answer (the manual table only: see
+/// [`okvqa_stem::OKVQA_STEMMING_NOTE`]).
 pub fn prediction(info: &DatasetInfo, generated: &str) -> String {
     match info.task {
         Task::Captioning => vqa::postprocess_caption(generated),
-        Task::Vqa => {
-            let answer = vqa::postprocess_generation(generated);
-            if info.stem_predictions {
-                okvqa_stem::stem(&answer)
-            } else {
-                answer
-            }
-        }
+        Task::Vqa if info.stem_predictions => okvqa_stem::postprocess_generation(generated),
+        Task::Vqa => vqa::postprocess_generation(generated),
         Task::Classification => generated.to_string(),
     }
 }
