@@ -180,7 +180,7 @@ impl Stage for EvalStage {
             model: &model,
             data: &data,
             spec: &spec,
-            rices_bank: bank.as_ref(),
+            rices_bank: bank.as_deref(),
             media: MediaCache::global(),
         };
         let stats = cell::run(
