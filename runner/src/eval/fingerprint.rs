@@ -42,10 +42,12 @@ pub fn decoding(info: &DatasetInfo, spec: &CellSpec) -> Value {
             "stop": prompts::END_OF_CHUNK,
             "max_prompt_tokens": MAX_PROMPT_TOKENS,
         }),
+        // The reference's class pass attends to left padding, so the batch size changes scores.
         None => json!({
             "rank_scoring": HATEFUL_MEMES_CLASSES,
             "normalize_length": true,
             "max_prompt_tokens": MAX_PROMPT_TOKENS,
+            "batch_size": spec.batch_size,
         }),
     }
 }
