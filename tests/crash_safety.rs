@@ -218,3 +218,88 @@ fn two_concurrent_execs_never_run_a_job_twice() {
         assert_eq!(claims, 1, "{label} was claimed {claims} times");
     }
 }
+
+/// A failed job is recorded with its error and the run goes on; `--fail-fast` stops at it; the
+/// next `exec` retries it.
+#[test]
+fn failures_are_recorded_and_the_run_goes_on_unless_fail_fast() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The first world's directory cannot be created: its parent is a regular file.
+    std::fs::write(tmp.path().join("blocker"), "not a directory").unwrap();
+    let text = format!(
+        r#"name = "fail"
+extends = ["tiny"]
+
+[data.synth]
+dir = "{0}/w"
+size = "tiny"
+
+[[sweep.tied]]
+"data.synth.seed" = [1, 2]
+"data.synth.dir" = ["{0}/blocker/w1", "{0}/w2"]
+"#,
+        tmp.path().display()
+    );
+    let exp = tmp.path().join("fail.toml");
+    std::fs::write(&exp, text).unwrap();
+
+    let db = tmp.path().join("ff.sqlite");
+    let out = exec(&exp, &db).arg("--fail-fast").output().unwrap();
+    assert!(!out.status.success());
+    let store = Store::open(&db).unwrap();
+    assert_eq!(
+        store
+            .count("SELECT COUNT(*) FROM jobs WHERE state = 'failed'")
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .count("SELECT COUNT(*) FROM jobs WHERE state = 'done'")
+            .unwrap(),
+        0,
+        "--fail-fast stops"
+    );
+
+    let db = tmp.path().join("go-on.sqlite");
+    let mut cmd = exec(&exp, &db);
+    let out = cmd.stdout(Stdio::piped()).output().unwrap();
+    assert!(
+        !out.status.success(),
+        "a failed job makes exec exit non-zero"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("FAILED synthetic world") && stdout.contains("blocker"),
+        "{stdout}"
+    );
+    let store = Store::open(&db).unwrap();
+    assert_eq!(
+        store
+            .count("SELECT COUNT(*) FROM jobs WHERE state = 'done'")
+            .unwrap(),
+        1,
+        "the run went on"
+    );
+    let err: String = store
+        .count("SELECT COUNT(*) FROM jobs WHERE state = 'failed' AND error LIKE '%blocker%'")
+        .unwrap()
+        .to_string();
+    assert_eq!(err, "1", "the error names the path");
+
+    // Fixed, the next exec retries the failed job and skips the done one.
+    std::fs::remove_file(tmp.path().join("blocker")).unwrap();
+    let out = exec(&exp, &db).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        store
+            .count("SELECT COUNT(*) FROM jobs WHERE state = 'done'")
+            .unwrap(),
+        2
+    );
+    assert_eq!(store.count("SELECT MAX(attempts) FROM jobs").unwrap(), 2);
+}

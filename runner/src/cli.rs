@@ -32,6 +32,8 @@ pub enum Command {
     Report(ReportArgs),
     /// Score a predictions file against annotations with a reference metric.
     Score(ScoreArgs),
+    /// In-context generation with an experiment's model (interleaved `<image>` prompts).
+    Generate(GenerateArgs),
     /// Data utilities: write the synthetic world, check an experiment's files.
     #[command(subcommand)]
     Data(DataCommand),
@@ -105,6 +107,34 @@ pub struct ReportArgs {
     /// Also write plots (loss curves, score vs shots, % of Flamingo) as SVG and PNG into DIR.
     #[arg(long, value_name = "DIR")]
     pub plot: Option<PathBuf>,
+}
+
+/// Arguments of `runner generate`.
+#[derive(Debug, clap::Args)]
+pub struct GenerateArgs {
+    /// Experiment file (a file with only `name` and `[model]` is enough).
+    pub file: PathBuf,
+    /// Image files, one per `<image>` in the prompt, in order.
+    #[arg(long = "image", value_name = "PATH")]
+    pub images: Vec<PathBuf>,
+    /// The prompt, e.g. "<image>Output:".
+    #[arg(long)]
+    pub prompt: String,
+    /// New-token budget.
+    #[arg(long, default_value_t = 20)]
+    pub max_new_tokens: usize,
+    /// Beams (1 = greedy).
+    #[arg(long, default_value_t = 3)]
+    pub num_beams: usize,
+    /// Variant of a swept experiment (default: the first).
+    #[arg(long)]
+    pub variant: Option<String>,
+    /// Override a value (as for exec).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Print {prompt_ids, prompt_logprobs, output_ids, output_logprobs, text, weights} as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `runner score`.
@@ -198,24 +228,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Exec(args) => cmd_exec(&args, &db),
         Command::Report(args) => cmd_report(&args, &db),
         Command::Score(args) => cmd_score(&args),
+        Command::Generate(args) => cmd_generate(&args, &db),
         Command::Data(DataCommand::Synth(args)) => cmd_synth(&args),
         Command::Data(DataCommand::Check(args)) => cmd_data_check(&args),
     }
-}
-
-fn cmd_score(args: &ScoreArgs) -> Result<ExitCode> {
-    use crate::eval::metrics::score::{Metric, score_files};
-    let metric: Metric = args.metric.parse()?;
-    let report = score_files(metric, &args.predictions, &args.annotations)?;
-    if args.json {
-        emit(&format!("{}\n", serde_json::to_string(&report)?))?;
-    } else {
-        emit(&format!(
-            "{}: {} ({} predictions)\n",
-            report.metric, report.score, report.count
-        ))?;
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn cmd_data_check(args: &CheckArgs) -> Result<ExitCode> {
@@ -419,5 +435,44 @@ fn cmd_synth(args: &SynthArgs) -> Result<ExitCode> {
         args.dir.join("manifest.json").display()
     ));
     emit(&out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_score(args: &ScoreArgs) -> Result<ExitCode> {
+    use crate::eval::metrics::score::{Metric, score_files};
+    let metric: Metric = args.metric.parse()?;
+    let report = score_files(metric, &args.predictions, &args.annotations)?;
+    if args.json {
+        emit(&format!("{}\n", serde_json::to_string(&report)?))?;
+    } else {
+        emit(&format!(
+            "{}: {} ({} predictions)\n",
+            report.metric, report.score, report.count
+        ))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn runs_dir(db: &Path) -> PathBuf {
+    db.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn cmd_generate(args: &GenerateArgs, db: &Path) -> Result<ExitCode> {
+    let (loaded, plan) = load(&args.file, &args.set)?;
+    let req = crate::infer::GenerateRequest {
+        images: args.images.clone(),
+        prompt: args.prompt.clone(),
+        max_new_tokens: args.max_new_tokens,
+        num_beams: args.num_beams,
+    };
+    let out = crate::infer::generate(&loaded, &plan, args.variant.as_deref(), &runs_dir(db), &req)?;
+    if args.json {
+        emit(&format!("{}\n", serde_json::to_string(&out)?))?;
+    } else {
+        emit(&format!("{}\n", out.text))?;
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod data;
 pub mod eval;
 pub mod exec;
+pub mod infer;
 pub mod plan;
 pub mod pretrain;
 pub mod train;

@@ -572,8 +572,16 @@ fn bench_captioning_throughput() {
     write_vision(&vision, 128, 4, 64, 8);
     write_lm(&lm, 256, 4, &world_words(&world));
     write_checkpoint(&vision, &lm, &ckpt);
-    let mut spec = model::FlamingoSpec::new(&vision, &lm);
-    spec.checkpoint = Some(ckpt.clone());
+    let spec = runner::train::assemble::ModelSpec {
+        vision_dir: vision.clone(),
+        language_dir: lm.clone(),
+        checkpoint: Some(ckpt.clone()),
+        cross_attn_every_n_layers: 1,
+        special_embeddings: model::SpecialEmbeddingMode::Trainable,
+        ln_post_tokens: false,
+        sizes: runner::config::schema::FlamingoSizes::OPEN_FLAMINGO,
+        init_seed: model::flamingo::DEFAULT_INIT_SEED,
+    };
     let m = runner::eval::model_cache::load(
         &format!("bench:{}", root.display()),
         || Ok(spec),

@@ -65,6 +65,74 @@ pub struct ModelConfig {
     /// Precision of the frozen backbones' linear layers: `f32` or `bf16`.
     #[serde(default)]
     pub precision: Precision,
+    /// Perceiver layers (default 6, OpenFlamingo's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub perceiver_depth: Option<i64>,
+    /// Perceiver latents per image (default 64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub perceiver_latents: Option<i64>,
+    /// Perceiver attention heads (default 8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub perceiver_heads: Option<i64>,
+    /// Width of a perceiver attention head (default 64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub perceiver_dim_head: Option<i64>,
+    /// Gated cross-attention heads (default 8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cross_attn_heads: Option<i64>,
+    /// Width of a gated cross-attention head (default 64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cross_attn_dim_head: Option<i64>,
+}
+
+/// Perceiver and cross-attention sizes: OpenFlamingo's unless `[model]` overrides them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlamingoSizes {
+    /// Perceiver layers.
+    pub perceiver_depth: usize,
+    /// Perceiver latents per image.
+    pub perceiver_latents: usize,
+    /// Perceiver attention heads.
+    pub perceiver_heads: usize,
+    /// Width of a perceiver head.
+    pub perceiver_dim_head: usize,
+    /// Cross-attention heads.
+    pub cross_attn_heads: usize,
+    /// Width of a cross-attention head.
+    pub cross_attn_dim_head: usize,
+}
+
+impl FlamingoSizes {
+    /// OpenFlamingo's sizes (perceiver depth 6, 64 latents, 8 heads x 64; x-attn 8 heads x 64).
+    pub const OPEN_FLAMINGO: FlamingoSizes = FlamingoSizes {
+        perceiver_depth: 6,
+        perceiver_latents: 64,
+        perceiver_heads: 8,
+        perceiver_dim_head: 64,
+        cross_attn_heads: 8,
+        cross_attn_dim_head: 64,
+    };
+}
+
+impl ModelConfig {
+    /// The effective sizes (unset or non-positive keys take OpenFlamingo's; validation rejects
+    /// non-positive ones before anything runs).
+    pub fn sizes(&self) -> FlamingoSizes {
+        let d = FlamingoSizes::OPEN_FLAMINGO;
+        let pick = |v: Option<i64>, default: usize| {
+            v.and_then(|x| usize::try_from(x).ok())
+                .filter(|x| *x > 0)
+                .unwrap_or(default)
+        };
+        FlamingoSizes {
+            perceiver_depth: pick(self.perceiver_depth, d.perceiver_depth),
+            perceiver_latents: pick(self.perceiver_latents, d.perceiver_latents),
+            perceiver_heads: pick(self.perceiver_heads, d.perceiver_heads),
+            perceiver_dim_head: pick(self.perceiver_dim_head, d.perceiver_dim_head),
+            cross_attn_heads: pick(self.cross_attn_heads, d.cross_attn_heads),
+            cross_attn_dim_head: pick(self.cross_attn_dim_head, d.cross_attn_dim_head),
+        }
+    }
 }
 
 fn one() -> i64 {

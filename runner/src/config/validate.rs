@@ -84,6 +84,21 @@ pub fn validate(exp: &Experiment) -> Vec<ConfigError> {
             ),
         );
     }
+    for (k, v) in [
+        ("perceiver_depth", m.perceiver_depth),
+        ("perceiver_latents", m.perceiver_latents),
+        ("perceiver_heads", m.perceiver_heads),
+        ("perceiver_dim_head", m.perceiver_dim_head),
+        ("cross_attn_heads", m.cross_attn_heads),
+        ("cross_attn_dim_head", m.cross_attn_dim_head),
+    ] {
+        if let Some(x) = v.filter(|x| *x < 1) {
+            err(
+                &format!("model.{k}"),
+                format!("must be at least 1, got {x}"),
+            );
+        }
+    }
     if !m.checkpoint.is_empty() && !Path::new(&m.checkpoint).is_file() {
         err(
             "model.checkpoint",

@@ -7,7 +7,9 @@
 use std::sync::{Arc, Mutex, OnceLock};
 
 use candle_core::Device;
-use model::{Flamingo, FlamingoSpec, FlamingoTokenizer, ImageProcessor, LoadReport};
+use model::{Flamingo, FlamingoTokenizer, ImageProcessor, LoadReport};
+
+use crate::train::assemble::{ModelSpec, load_model};
 
 /// Models kept loaded at once.
 pub const MAX_LOADED: usize = 2;
@@ -51,7 +53,7 @@ static LOADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::n
 /// The lock is held while loading, so concurrent cells of one variant load it once.
 pub fn load(
     identity: &str,
-    spec: impl FnOnce() -> anyhow::Result<FlamingoSpec>,
+    spec: impl FnOnce() -> anyhow::Result<ModelSpec>,
     device: &Device,
 ) -> anyhow::Result<Arc<EvalModel>> {
     let mut cache = loaded()
@@ -64,7 +66,7 @@ pub fn load(
         return Ok(m);
     }
     let spec = spec()?;
-    let (flamingo, tokenizer, processor, report) = Flamingo::load(&spec, device).map_err(|e| {
+    let (flamingo, tokenizer, processor, report) = load_model(&spec, device).map_err(|e| {
         anyhow::anyhow!(
             "loading the model (vision {}, language {}, checkpoint {}): {e}",
             spec.vision_dir.display(),

@@ -11,7 +11,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{Context, Result, bail};
-use candle_core::Device;
 use results::EvalCell;
 use serde_json::Value;
 
@@ -22,6 +21,7 @@ use super::model_cache;
 use super::weights;
 use crate::config::schema::{Demos, Protocol};
 use crate::exec::{JobContext, Stage, StageOutcome};
+use crate::train::assemble::ModelSpec;
 
 /// The eval stage.
 pub struct EvalStage;
@@ -60,18 +60,6 @@ pub fn load_dataset(
     Ok(data)
 }
 
-/// The candle device of an experiment's `device` setting.
-pub fn device(name: &str) -> Result<Device> {
-    match name {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Ok(Device::new_cuda(0)?),
-        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(i)) => Ok(Device::new_cuda(i)?),
-            _ => bail!("unknown device `{other}`"),
-        },
-    }
-}
-
 /// The cell settings of an eval job spec (and the experiment's batch size).
 pub fn cell_spec(job_spec: &Value, batch_size: usize) -> Result<CellSpec> {
     let inputs = &job_spec["inputs"];
@@ -96,26 +84,23 @@ pub fn cell_spec(job_spec: &Value, batch_size: usize) -> Result<CellSpec> {
     })
 }
 
-/// The eval job's [`FlamingoSpec`](model::FlamingoSpec) and the identity of its vision encoder
-/// (which keys the RICES feature cache).
-fn model_spec(ctx: &JobContext<'_>) -> Result<(model::FlamingoSpec, String)> {
-    let spec = &ctx.job.spec;
-    let mut model_json = spec["inputs"]["weights"].clone();
-    let fs = weights::resolve(spec, &ctx.runs_dir, |hash| {
+/// The eval job's [`ModelSpec`] and the identity of its vision encoder (which keys the RICES
+/// feature cache).
+fn model_spec(ctx: &JobContext<'_>) -> Result<(ModelSpec, String)> {
+    let (spec, model_json) = weights::resolve(&ctx.job.spec, &ctx.runs_dir, |hash| {
         let plan = crate::plan::plan(ctx.loaded);
         let train = plan
             .jobs
             .iter()
             .find(|j| j.hash == hash)
             .with_context(|| format!("train job {hash} is not in the plan"))?;
-        model_json = train.spec["inputs"]["model"].clone();
         Ok(train.spec.clone())
     })?;
     let encoder = crate::plan::hash::hash_json(&serde_json::json!({
         "vision": model_json["vision"],
         "ln_post_tokens": model_json["ln_post_tokens"],
     }));
-    Ok((fs, encoder))
+    Ok((spec, encoder))
 }
 
 /// Images sent through the vision encoder (ViT + Perceiver) by this process for the weights of
@@ -138,7 +123,7 @@ impl Stage for EvalStage {
         let data = load_dataset(&spec.dataset, &paths)?;
 
         let identity = weights::identity(&job.spec);
-        let dev = device(&exp.device)?;
+        let dev = crate::exec::device::device_from_name(&exp.device)?;
         let mut encoder_id = String::new();
         let model = model_cache::load(
             &identity,

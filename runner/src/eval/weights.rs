@@ -1,35 +1,23 @@
 //! Which weights an eval job evaluates, resolved to files: the job spec's `inputs.weights` is
-//! either `{"train": <hash>}` (the variant's trained weights) or the model identity itself
-//! (eval-only experiments: backbones plus an optional OpenFlamingo checkpoint).
+//! either `{"train": <hash>}` (the variant's trained weights, `weights.safetensors` in the train
+//! job's directory) or the model identity itself (eval-only experiments: backbones plus an
+//! optional OpenFlamingo checkpoint).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use model::{FlamingoSpec, SpecialEmbeddingMode};
+use model::SpecialEmbeddingMode;
 use serde_json::Value;
 
+use crate::config::schema::FlamingoSizes;
+use crate::exec::backbone::{backbone_dir, job_dir};
+use crate::plan::JobKind;
 use crate::plan::hash::hash_json;
-
-/// File of the trained weights inside a train job's artifact directory.
-pub const TRAINED_WEIGHTS: &str = "weights.safetensors";
-
-/// The artifact directory of a job (`runs/jobs/<kind>-<hash12>`), as the executor names it.
-pub fn job_dir(runs_dir: &Path, kind: &str, hash: &str) -> PathBuf {
-    runs_dir
-        .join("jobs")
-        .join(format!("{kind}-{}", &hash[..hash.len().min(12)]))
-}
-
-/// Directory of a preset backbone built by a pretrain job: `<job dir>/<vision|language>`.
-///
-/// Mirrors `runner::pretrain::backbone_dir` (being added on the `pretrain` branch); keep the two
-/// in step.
-pub fn backbone_dir(runs_dir: &Path, pretrain_job_hash: &str, which: &str) -> PathBuf {
-    job_dir(runs_dir, "pretrain", pretrain_job_hash).join(which)
-}
+use crate::train::assemble::ModelSpec;
+use crate::train::run::FINAL_WEIGHTS;
 
 /// Identity of an eval job's weights: equal identities load identical models (it keys the
-/// model cache, the media cache and the RICES feature cache).
+/// model cache and the media cache).
 pub fn identity(job_spec: &Value) -> String {
     let inputs = &job_spec["inputs"];
     hash_json(&serde_json::json!({
@@ -38,48 +26,48 @@ pub fn identity(job_spec: &Value) -> String {
     }))
 }
 
-/// The model spec (`inputs.model` of a train job, or `inputs.weights` of an eval-only job)
-/// resolved to directories and files.
-pub fn flamingo_spec(
+/// The model identity JSON (`inputs.model` of a train job, or `inputs.weights` of an eval-only
+/// job) resolved to directories and files.
+pub fn model_spec(
     model: &Value,
     checkpoint: Option<PathBuf>,
     runs_dir: &Path,
-) -> Result<FlamingoSpec> {
-    let backbone = |which: &str| -> Result<PathBuf> {
-        let v = &model[which];
-        if let Some(h) = v["pretrain"].as_str() {
-            return Ok(backbone_dir(runs_dir, h, which));
-        }
-        v["dir"]
-            .as_str()
-            .map(PathBuf::from)
-            .with_context(|| format!("model identity has no {which} backbone: {v}"))
+) -> Result<ModelSpec> {
+    let vision = backbone_dir(runs_dir, &model["vision"]).context("model vision backbone")?;
+    let language = backbone_dir(runs_dir, &model["language"]).context("model language backbone")?;
+    let sizes = match &model["sizes"] {
+        Value::Null => FlamingoSizes::OPEN_FLAMINGO,
+        v => serde_json::from_value(v.clone()).with_context(|| format!("model sizes {v}"))?,
     };
-    let mut spec = FlamingoSpec::new(backbone("vision")?, backbone("language")?);
-    spec.checkpoint = checkpoint;
-    spec.cross_attn_every_n_layers = model["cross_attn_every_n_layers"]
-        .as_u64()
-        .context("model identity without cross_attn_every_n_layers")?
-        as usize;
-    spec.special_embeddings = match model["special_embeddings"].as_str() {
-        Some("frozen") => SpecialEmbeddingMode::Frozen,
-        _ => SpecialEmbeddingMode::Trainable,
-    };
-    spec.ln_post_tokens = model["ln_post_tokens"].as_bool().unwrap_or(false);
-    Ok(spec)
+    Ok(ModelSpec {
+        vision_dir: vision,
+        language_dir: language,
+        checkpoint,
+        cross_attn_every_n_layers: model["cross_attn_every_n_layers"]
+            .as_u64()
+            .context("model identity without cross_attn_every_n_layers")?
+            as usize,
+        special_embeddings: match model["special_embeddings"].as_str() {
+            Some("frozen") => SpecialEmbeddingMode::Frozen,
+            _ => SpecialEmbeddingMode::Trainable,
+        },
+        ln_post_tokens: model["ln_post_tokens"].as_bool().unwrap_or(false),
+        sizes,
+        init_seed: model::flamingo::DEFAULT_INIT_SEED,
+    })
 }
 
-/// The [`FlamingoSpec`] an eval job evaluates. `train_spec` looks up the spec JSON of a train job
-/// by hash (only called for trained variants).
+/// The [`ModelSpec`] an eval job evaluates and its model identity JSON. `train_spec` looks up the
+/// spec JSON of a train job by hash (only called for trained variants).
 pub fn resolve(
     job_spec: &Value,
     runs_dir: &Path,
     train_spec: impl FnOnce(&str) -> Result<Value>,
-) -> Result<FlamingoSpec> {
+) -> Result<(ModelSpec, Value)> {
     let weights = &job_spec["inputs"]["weights"];
     if let Some(hash) = weights["train"].as_str() {
         let train = train_spec(hash)?;
-        let file = job_dir(runs_dir, "train", hash).join(TRAINED_WEIGHTS);
+        let file = job_dir(runs_dir, JobKind::Train, hash).join(FINAL_WEIGHTS);
         if !file.is_file() {
             bail!(
                 "the trained weights of train job {} are missing: {}",
@@ -87,7 +75,8 @@ pub fn resolve(
                 file.display()
             );
         }
-        return flamingo_spec(&train["inputs"]["model"], Some(file), runs_dir);
+        let model = train["inputs"]["model"].clone();
+        return Ok((model_spec(&model, Some(file), runs_dir)?, model));
     }
     let checkpoint = match &weights["checkpoint"] {
         Value::Null => None,
@@ -95,5 +84,5 @@ pub fn resolve(
             format!("checkpoint identity without a path: {v}")
         })?)),
     };
-    flamingo_spec(weights, checkpoint, runs_dir)
+    Ok((model_spec(weights, checkpoint, runs_dir)?, weights.clone()))
 }

@@ -5,9 +5,12 @@
 //! are skipped; a failed job is recorded with its error and the run goes on (unless
 //! `--fail-fast`); jobs of stages this build does not have stay pending and are reported.
 
+pub mod backbone;
+pub mod device;
 pub mod lease;
 pub mod progress;
 pub mod stages;
+pub mod train_stage;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

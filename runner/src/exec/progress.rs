@@ -133,6 +133,14 @@ impl JobProgress {
         }
     }
 
+    /// Prints a line above the bar (or plainly), e.g. what a stage is about to do.
+    pub fn line(&self, msg: &str) {
+        match &self.bar {
+            Some(b) => b.println(msg),
+            None => println!("  {msg}"),
+        }
+    }
+
     /// Removes the bar.
     pub fn done(&self) {
         if let Some(b) = &self.bar {

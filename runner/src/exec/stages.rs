@@ -32,8 +32,9 @@ pub trait Stage: Sync {
 pub fn stage_for(kind: JobKind) -> Option<&'static dyn Stage> {
     match kind {
         JobKind::Synth => Some(&SynthStage),
+        JobKind::Train => Some(&super::train_stage::TrainStage),
         JobKind::Eval => Some(&crate::eval::stage::EvalStage),
-        JobKind::Pretrain | JobKind::Train => None,
+        JobKind::Pretrain => None,
     }
 }
 

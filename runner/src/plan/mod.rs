@@ -245,6 +245,7 @@ fn variant_jobs(v: &Variant) -> Vec<Job> {
         "cross_attn_every_n_layers": e.model.cross_attn_every_n_layers,
         "special_embeddings": e.model.special_embeddings,
         "ln_post_tokens": e.model.ln_post_tokens,
+        "sizes": e.model.sizes(),
     });
 
     // The weights evaluation reads: the trained variant, or the model as configured.

@@ -29,6 +29,21 @@ pub struct TrainState {
     pub nonfinite_skips: u64,
     /// Corrupt samples skipped so far, by source and reason.
     pub skipped_samples: serde_json::Value,
+    /// Optimizer updates so far (fewer than `step` when steps were skipped); the schedule's clock.
+    #[serde(default)]
+    pub optimizer_steps: u64,
+    /// Non-finite steps in a row at the end (a resumed run keeps counting).
+    #[serde(default)]
+    pub consecutive_nonfinite: u64,
+    /// Non-padding tokens trained on so far.
+    #[serde(default)]
+    pub tokens: u64,
+    /// Samples trained on so far.
+    #[serde(default)]
+    pub samples: u64,
+    /// Per-source losses of the last step.
+    #[serde(default)]
+    pub losses: std::collections::BTreeMap<String, f64>,
 }
 
 /// Errors of checkpoint I/O, naming the path.
