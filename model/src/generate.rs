@@ -52,12 +52,21 @@ impl GenerateConfig {
     }
 }
 
+/// The images of a batch: pixels to encode, or visual latents already encoded.
+#[derive(Debug, Clone)]
+enum BatchMedia {
+    /// `(B, T_img, 3, S, S)` pixels, encoded (vision encoder + perceiver) when the batch runs.
+    Pixels(Tensor),
+    /// `(B, T_img, n, D_vis)` perceiver outputs, e.g. from a cache of encoded images.
+    Latents(Tensor),
+}
+
 /// A batch of prompts, left padded, with their images.
 #[derive(Debug, Clone)]
 pub struct PromptBatch {
     rows: Vec<Vec<u32>>,
     mask: Vec<Vec<u32>>,
-    pixels: Tensor,
+    media: BatchMedia,
 }
 
 impl PromptBatch {
@@ -87,6 +96,24 @@ impl PromptBatch {
         Self::from_padded(rows, mask, pixels)
     }
 
+    /// Left-pads `prompts` like [`PromptBatch::left_padded`], with images given as visual latents
+    /// `(B, T_img, n, D_vis)` already encoded by [`Flamingo::encode_media`] (zero latents pad rows
+    /// with fewer images; they are never attended). The batch then runs no vision encoder.
+    pub fn left_padded_latents(prompts: &[Vec<u32>], pad_id: u32, latents: Tensor) -> Result<Self> {
+        let b = prompts.len();
+        if latents.rank() != 4 || latents.dim(0)? != b {
+            return Err(ModelError::Input(format!(
+                "latents must be (B={b}, T_img, n, D), got {:?}",
+                latents.dims()
+            )));
+        }
+        // Any 5-d placeholder passes the pixel shape check; the media is then swapped in.
+        let placeholder = latents.unsqueeze(4)?;
+        let mut batch = Self::left_padded(prompts, pad_id, placeholder)?;
+        batch.media = BatchMedia::Latents(latents);
+        Ok(batch)
+    }
+
     /// A batch already padded by a tokenizer (ids and 0/1 mask rows of equal length).
     pub fn from_padded(rows: Vec<Vec<u32>>, mask: Vec<Vec<u32>>, pixels: Tensor) -> Result<Self> {
         let len = rows.first().map_or(0, Vec::len);
@@ -105,7 +132,11 @@ impl PromptBatch {
                 pixels.dims()
             )));
         }
-        Ok(Self { rows, mask, pixels })
+        Ok(Self {
+            rows,
+            mask,
+            media: BatchMedia::Pixels(pixels),
+        })
     }
 
     /// A batch from a tokenizer encoding (left padded, as OpenFlamingo's eval tokenizes).
@@ -179,7 +210,10 @@ fn prefill(
     want_prompt: bool,
 ) -> Result<Prefill> {
     let dev = model.device().clone();
-    let media = model.encode_media_inference(&batch.pixels)?;
+    let media = match &batch.media {
+        BatchMedia::Pixels(pixels) => model.encode_media_inference(pixels)?,
+        BatchMedia::Latents(latents) => latents.detach(),
+    };
     let media = model.media_context(&media)?;
     model.check_media_counts(&batch.rows, media.num_media())?;
     let media_id = model.config().media_token_id;

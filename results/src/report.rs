@@ -186,6 +186,8 @@ fn fingerprint_without_seed(fp: &str) -> String {
     match serde_json::from_str::<serde_json::Value>(fp) {
         Ok(serde_json::Value::Object(mut m)) => {
             m.remove("seed");
+            // How a cell was computed (batching, cache counts, timings), not what it means.
+            m.remove("run");
             serde_json::Value::Object(m).to_string()
         }
         _ => fp.to_string(),

@@ -21,6 +21,30 @@ const BUILTIN: &[(&str, &str)] = &[
         "openflamingo-eval",
         include_str!("../../../templates/openflamingo-eval.toml"),
     ),
+    (
+        "openflamingo-eval-data",
+        include_str!("../../../templates/openflamingo-eval-data.toml"),
+    ),
+    (
+        "openflamingo-3b",
+        include_str!("../../../templates/openflamingo-3b.toml"),
+    ),
+    (
+        "openflamingo-3b-instruct",
+        include_str!("../../../templates/openflamingo-3b-instruct.toml"),
+    ),
+    (
+        "openflamingo-4b",
+        include_str!("../../../templates/openflamingo-4b.toml"),
+    ),
+    (
+        "openflamingo-4b-instruct",
+        include_str!("../../../templates/openflamingo-4b-instruct.toml"),
+    ),
+    (
+        "openflamingo-9b",
+        include_str!("../../../templates/openflamingo-9b.toml"),
+    ),
 ];
 
 /// Where a template was found.

@@ -31,16 +31,27 @@ pub fn validate(exp: &Experiment) -> Vec<ConfigError> {
     // Backbones: a preset built by a pretrain stage, or a directory on disk.
     let m = &exp.model;
     let vision_preset = exp.pretrain.vision.as_ref().map(|v| v.name.as_str());
-    if vision_preset != Some(m.vision.as_str()) && !Path::new(&m.vision).is_dir() {
-        err(
-            "model.vision",
-            missing_backbone(&m.vision, vision_preset, "[pretrain.vision]"),
-        );
+    if vision_preset != Some(m.vision.as_str()) {
+        if !Path::new(&m.vision).is_dir() {
+            err(
+                "model.vision",
+                format!(
+                    "{}; expected {}",
+                    missing_backbone(&m.vision, vision_preset, "[pretrain.vision]"),
+                    VISION_FILES
+                ),
+            );
+        } else if let Some(msg) = missing_vision_files(Path::new(&m.vision)) {
+            err("model.vision", msg);
+        }
     }
     let lm_preset = exp.pretrain.language.as_ref().map(|l| l.name.as_str());
     let lm_depth = if lm_preset == Some(m.language.as_str()) {
         exp.pretrain.language.as_ref().map(|l| l.layers)
     } else if Path::new(&m.language).is_dir() {
+        if let Some(msg) = missing_language_files(Path::new(&m.language)) {
+            err("model.language", msg);
+        }
         match hf_num_layers(Path::new(&m.language)) {
             Ok(n) => Some(n),
             Err(msg) => {
@@ -51,7 +62,11 @@ pub fn validate(exp: &Experiment) -> Vec<ConfigError> {
     } else {
         err(
             "model.language",
-            missing_backbone(&m.language, lm_preset, "[pretrain.language]"),
+            format!(
+                "{}; expected {}",
+                missing_backbone(&m.language, lm_preset, "[pretrain.language]"),
+                LANGUAGE_FILES
+            ),
         );
         None
     };
@@ -87,7 +102,12 @@ pub fn validate(exp: &Experiment) -> Vec<ConfigError> {
     if !m.checkpoint.is_empty() && !Path::new(&m.checkpoint).is_file() {
         err(
             "model.checkpoint",
-            format!("no such file: {}", m.checkpoint),
+            format!(
+                "no such file: {}; expected an OpenFlamingo checkpoint: a released `checkpoint.pt` \
+                 (e.g. from the HF repository openflamingo/OpenFlamingo-3B-vitl-mpt1b) or \
+                 safetensors weights with OpenFlamingo key names",
+                m.checkpoint
+            ),
         );
     }
 
@@ -394,9 +414,13 @@ pub fn validate(exp: &Experiment) -> Vec<ConfigError> {
                         format!("missing: dataset `{d}` needs its {key} path"),
                     ),
                     Some(p) if p.trim().is_empty() => err(&full, "must not be empty".into()),
-                    Some(p) if !produced(p) && !Path::new(p).exists() => {
-                        err(&full, format!("no such file or directory: {p}"))
-                    }
+                    Some(p) if !produced(p) && !Path::new(p).exists() => err(
+                        &full,
+                        format!(
+                            "no such file or directory: {p}; expected {}",
+                            expected_dataset_file(d, key)
+                        ),
+                    ),
                     Some(_) => {}
                 }
             }
@@ -436,6 +460,105 @@ fn valid_device(d: &str) -> bool {
         || d == "cuda"
         || d.strip_prefix("cuda:")
             .is_some_and(|n| n.parse::<usize>().is_ok())
+}
+
+/// What a vision encoder directory holds.
+pub const VISION_FILES: &str = "a CLIP vision encoder directory: open_clip layout \
+    (open_clip_config.json + open_clip_model.safetensors or open_clip_pytorch_model.bin; for \
+    the released models open_clip's ViT-L-14 with the `openai` weights) or HF CLIP layout \
+    (config.json + model.safetensors)";
+
+/// What a language model directory holds.
+pub const LANGUAGE_FILES: &str = "a HF language model directory: config.json, tokenizer.json \
+    (for the MPT and RedPajama models, the EleutherAI/gpt-neox-20b tokenizer.json), and weights \
+    (model.safetensors, model.safetensors.index.json + shards, pytorch_model.bin or \
+    pytorch_model.bin.index.json + shards)";
+
+/// The problem with an existing vision directory that lacks its files.
+fn missing_vision_files(dir: &Path) -> Option<String> {
+    let has = |f: &str| dir.join(f).is_file();
+    let open_clip = has("open_clip_config.json")
+        && (has("open_clip_model.safetensors") || has("open_clip_pytorch_model.bin"));
+    let hf = has("config.json") && has("model.safetensors");
+    (!open_clip && !hf).then(|| {
+        format!(
+            "{} has no vision encoder files; expected {VISION_FILES}",
+            dir.display()
+        )
+    })
+}
+
+/// The problem with an existing language model directory that lacks its files.
+fn missing_language_files(dir: &Path) -> Option<String> {
+    let has = |f: &str| dir.join(f).is_file();
+    let weights = [
+        "model.safetensors",
+        "model.safetensors.index.json",
+        "pytorch_model.bin",
+        "pytorch_model.bin.index.json",
+    ]
+    .iter()
+    .any(|f| has(f));
+    let missing: Vec<&str> = [
+        ("config.json", has("config.json")),
+        ("tokenizer.json", has("tokenizer.json")),
+        ("weights", weights),
+    ]
+    .iter()
+    .filter(|(_, ok)| !ok)
+    .map(|(f, _)| *f)
+    .collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "{} lacks {}; expected {LANGUAGE_FILES}",
+            dir.display(),
+            missing.join(", ")
+        )
+    })
+}
+
+/// What an `[eval.paths.<dataset>]` key names, with the reference's file names.
+pub fn expected_dataset_file(dataset: &str, key: &str) -> String {
+    let s = match (dataset, key) {
+        ("coco", "images") => "the COCO image root holding train2014/ and val2014/",
+        ("coco", "karpathy") => "the Karpathy split file dataset_coco.json",
+        ("coco", "annotations") => "the COCO captions file captions_val2014.json",
+        ("flickr30k", "images") => "the Flickr30K image directory flickr30k-images/",
+        ("flickr30k", "karpathy") => "the Karpathy split file dataset_flickr30k.json",
+        ("flickr30k", "annotations") => {
+            "the COCO-style captions file dataset_flickr30k_coco_style.json"
+        }
+        ("vqav2" | "okvqa", "train_images") => "the COCO train2014/ image directory",
+        ("vqav2" | "okvqa", "test_images") => "the COCO val2014/ image directory",
+        ("vqav2", "train_questions") => "v2_OpenEnded_mscoco_train2014_questions.json",
+        ("vqav2", "train_annotations") => "v2_mscoco_train2014_annotations.json",
+        ("vqav2", "test_questions") => "v2_OpenEnded_mscoco_val2014_questions.json",
+        ("vqav2", "test_annotations") => "v2_mscoco_val2014_annotations.json",
+        ("okvqa", "train_questions") => "OpenEnded_mscoco_train2014_questions.json",
+        ("okvqa", "train_annotations") => "mscoco_train2014_annotations.json",
+        ("okvqa", "test_questions") => "OpenEnded_mscoco_val2014_questions.json",
+        ("okvqa", "test_annotations") => "mscoco_val2014_annotations.json",
+        ("textvqa", "train_images" | "test_images") => "the TextVQA train_images/ directory",
+        ("textvqa", "train_questions") => "train_questions_vqa_format.json",
+        ("textvqa", "train_annotations") => "train_annotations_vqa_format.json",
+        ("textvqa", "test_questions") => "val_questions_vqa_format.json",
+        ("textvqa", "test_annotations") => "val_annotations_vqa_format.json",
+        ("vizwiz", "train_images") => "the VizWiz train/ image directory",
+        ("vizwiz", "test_images") => "the VizWiz val/ image directory",
+        ("vizwiz", "train_questions") => "train_questions_vqa_format.json",
+        ("vizwiz", "train_annotations") => "train_annotations_vqa_format.json",
+        ("vizwiz", "test_questions") => "val_questions_vqa_format.json",
+        ("vizwiz", "test_annotations") => "val_annotations_vqa_format.json",
+        ("hatefulmemes", "images") => "the HatefulMemes img/ directory",
+        ("hatefulmemes", "train_annotations") => "train.jsonl",
+        ("hatefulmemes", "test_annotations") => "test_seen.jsonl",
+        _ => return format!("the {dataset} {key} file"),
+    };
+    if s.starts_with("the ") {
+        s.to_string()
+    } else {
+        format!("{s} (HF dataset openflamingo/eval_benchmark)")
+    }
 }
 
 fn missing_backbone(value: &str, preset: Option<&str>, section: &str) -> String {

@@ -34,7 +34,7 @@ pub fn stage_for(kind: JobKind) -> Option<&'static dyn Stage> {
         JobKind::Synth => Some(&SynthStage),
         JobKind::Pretrain => Some(&crate::pretrain::stage::PretrainStage),
         JobKind::Train => Some(&super::train_stage::TrainStage),
-        JobKind::Eval => None,
+        JobKind::Eval => Some(&crate::eval::stage::EvalStage),
     }
 }
 
