@@ -84,7 +84,9 @@ pub fn variant_model(
             );
             for j in pretrain {
                 match j.spec["inputs"]["backbone"].as_str() {
-                    Some("vision") => dirs.0 = crate::pretrain::backbone_dir(runs_dir, &j.hash, "vision"),
+                    Some("vision") => {
+                        dirs.0 = crate::pretrain::backbone_dir(runs_dir, &j.hash, "vision")
+                    }
                     Some("language") => {
                         dirs.1 = crate::pretrain::backbone_dir(runs_dir, &j.hash, "language")
                     }

@@ -33,8 +33,10 @@ pub fn model_spec(
     checkpoint: Option<PathBuf>,
     runs_dir: &Path,
 ) -> Result<ModelSpec> {
-    let vision = backbone_dir(runs_dir, &model["vision"], "vision").context("model vision backbone")?;
-    let language = backbone_dir(runs_dir, &model["language"], "language").context("model language backbone")?;
+    let vision =
+        backbone_dir(runs_dir, &model["vision"], "vision").context("model vision backbone")?;
+    let language = backbone_dir(runs_dir, &model["language"], "language")
+        .context("model language backbone")?;
     let sizes = match &model["sizes"] {
         Value::Null => FlamingoSizes::OPEN_FLAMINGO,
         v => serde_json::from_value(v.clone()).with_context(|| format!("model sizes {v}"))?,

@@ -32,7 +32,8 @@ pub fn backbone_dir(runs_dir: &Path, value: &Value, which: &str) -> Result<PathB
 /// The vision and language directories of a job whose spec holds `inputs.model`.
 pub fn model_dirs(runs_dir: &Path, job_spec: &Value) -> Result<(PathBuf, PathBuf)> {
     let model = &job_spec["inputs"]["model"];
-    let vision = backbone_dir(runs_dir, &model["vision"], "vision").context("inputs.model.vision")?;
+    let vision =
+        backbone_dir(runs_dir, &model["vision"], "vision").context("inputs.model.vision")?;
     let language =
         backbone_dir(runs_dir, &model["language"], "language").context("inputs.model.language")?;
     Ok((vision, language))
