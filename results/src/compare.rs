@@ -622,6 +622,13 @@ fn row_differs(row: &Row, columns: &[Column], vs: &Vs, tolerance: f64) -> bool {
     present.len() > 1 && hi - lo > tolerance
 }
 
+/// How this runner's OK-VQA scores differ from the reference's (shown with every report that has
+/// OK-VQA rows; the metric itself documents it in `runner::eval::metrics::okvqa_stem`).
+pub const OKVQA_STEMMING_NOTE: &str = "OK-VQA predictions are stemmed with open_flamingo's \
+168-entry manual table only; the reference additionally lemmatizes other words ending in \"ing\" \
+(NLTK WordNet) and singularizes plural nouns (inflection), so OK-VQA accuracy can differ from the \
+reference where those rules apply.";
+
 fn notes(
     columns: &[Column],
     rows: &[Row],
@@ -656,6 +663,9 @@ fn notes(
             "This run's values are on the paper's scale: {}; mean ± population std over seeds.",
             scales.join("; ")
         ));
+    }
+    if rows.iter().any(|r| r.dataset == "okvqa") {
+        notes.push(OKVQA_STEMMING_NOTE.to_string());
     }
     if let (Vs::Flamingo(_), Some(m)) = (vs, reference_model) {
         let name = model_display_name(m);
