@@ -190,8 +190,8 @@ impl WorldSize {
                 laion_per_shard: 2500,
                 mmc4_docs: 1500,
                 mmc4_per_shard: 375,
-                chatgpt_docs: 500,
-                chatgpt_per_shard: 250,
+                chatgpt_docs: 1500,
+                chatgpt_per_shard: 750,
                 corpus_facts: 3000,
             },
         }

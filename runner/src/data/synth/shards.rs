@@ -312,6 +312,45 @@ struct GptDoc {
     image_map: BTreeMap<String, GptImage>,
 }
 
+/// One image segment of a ChatGPT-style sequence, written in the format of one of the evaluation
+/// tasks (caption, the four VQA styles, the meme question), so that training on these sequences
+/// teaches the interleaved prompt formats the evaluation uses, `<|endofchunk|>` after each answer
+/// included (the placeholders become `<|endofchunk|><image>`).
+fn chatgpt_segment(rng: &mut impl rand::Rng) -> (Scene, String) {
+    use super::language::{coco_captions, meme, okvqa_qa, textvqa_qa, vizwiz_qa, vqav2_qa};
+    let kind = rng.random_range(0..6u32);
+    let spec = match kind {
+        3 => &SceneSpec::TEXT,
+        5 => &SceneSpec::MEME,
+        _ => &SceneSpec::GENERAL,
+    };
+    let scene = sample_scene(rng, spec);
+    let qa = |q: super::language::Qa| format!("Question:{} Short answer:{}", q.question, q.answer);
+    let text = match kind {
+        0 => {
+            let caps = coco_captions(rng, &scene);
+            format!("Output:{}", caps[rng.random_range(0..caps.len())])
+        }
+        1 => qa(vqav2_qa(rng, &scene)),
+        2 => qa(okvqa_qa(rng, &scene)),
+        3 => match textvqa_qa(rng, &scene) {
+            Some(q) => qa(q),
+            None => qa(vqav2_qa(rng, &scene)),
+        },
+        4 => qa(vizwiz_qa(rng, &scene)),
+        _ => {
+            let hateful = rng.random_bool(0.5);
+            let m = meme(rng, &scene, hateful);
+            format!(
+                "is an image with: '{}' written on it. Is it hateful? Answer:{}",
+                m.text,
+                if m.label == 1 { "yes" } else { "no" }
+            )
+        }
+    };
+    (scene, text)
+}
+
 fn chatgpt_doc(opts: &SynthOptions, index: usize) -> Result<(GptDoc, String), SynthError> {
     let mut rng = item_rng(opts.seed, "chatgpt", index as u64);
     let n_images = rng.random_range(2..=5usize);
@@ -327,21 +366,10 @@ fn chatgpt_doc(opts: &SynthOptions, index: usize) -> Result<(GptDoc, String), Sy
     let mut plain = example.clone();
     let mut image_map = BTreeMap::new();
     for k in 1..=n_images {
-        let scene = sample_scene(&mut rng, &SceneSpec::GENERAL);
+        let (scene, segment) = chatgpt_segment(&mut rng);
         let placeholder = format!("_!_IMAGE{k}_!_");
-        let sentence = describe(&mut rng, &scene);
-        let follow_up = if rng.random_bool(0.5) {
-            let g = scene.main();
-            format!(
-                " How many {} are there? {}.",
-                g.shape.plural(),
-                super::language::number_word(g.count())
-            )
-        } else {
-            String::new()
-        };
-        example.push_str(&format!(" {placeholder} {sentence}{follow_up}"));
-        plain.push_str(&format!(" {sentence}{follow_up}"));
+        example.push_str(&format!(" {placeholder} {segment}"));
+        plain.push_str(&format!(" {segment}"));
         let bytes = png(
             &scene,
             opts.image_size,
