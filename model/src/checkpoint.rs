@@ -11,7 +11,7 @@
 //! Reporting follows torch's `strict=False`, restricted to what a checkpoint can provide here:
 //! `missing` lists the perceiver / cross-attention / embedding tensors the checkpoint lacks (they
 //! keep their initial values), `unexpected` the keys that match nothing in this model, and
-//! `ignored` the frozen backbone tensors (vision encoder, LM layers, buffers), which always
+//! `ignored_frozen` the frozen backbone tensors (vision encoder, LM layers, buffers), which always
 //! come from the pretrained directories. A shape mismatch is an error naming file and tensor, and
 //! so is a checkpoint whose cross-attention layers belong to another LM layout.
 
@@ -51,7 +51,7 @@ pub struct LoadReport {
     /// Checkpoint keys deliberately not loaded: frozen backbone tensors (vision encoder, LM
     /// layers, buffers: taken from the pretrained directories instead) and duplicate alias names
     /// (`gated_cross_attn_layers.*` next to the same block's `gated_cross_attn_layer.*`).
-    pub ignored: Vec<String>,
+    pub ignored_frozen: Vec<String>,
 }
 
 /// Opens a checkpoint in any supported layout.
@@ -204,7 +204,7 @@ pub fn load_checkpoint(model: &mut Flamingo, path: &Path) -> Result<LoadReport> 
                 .split_once('.')
                 .map(|(i, t)| format!("lang_encoder.{layers_path}.{i}.gated_cross_attn_layer.{t}"));
             match canonical {
-                Some(c) if expected.contains_key(&c) => report.ignored.push(orig.clone()),
+                Some(c) if expected.contains_key(&c) => report.ignored_frozen.push(orig.clone()),
                 _ => report.unexpected.push(orig.clone()),
             }
             continue;
@@ -222,7 +222,7 @@ pub fn load_checkpoint(model: &mut Flamingo, path: &Path) -> Result<LoadReport> 
                 .and_then(|r| r.split('.').next())
                 .is_some_and(|root| roots.iter().any(|x| x == root));
         if frozen {
-            report.ignored.push(orig.clone());
+            report.ignored_frozen.push(orig.clone());
         } else {
             report.unexpected.push(orig.clone());
         }
@@ -268,7 +268,7 @@ pub fn load_checkpoint(model: &mut Flamingo, path: &Path) -> Result<LoadReport> 
     report.loaded.sort();
     report.missing.sort();
     report.unexpected.sort();
-    report.ignored.sort();
+    report.ignored_frozen.sort();
     Ok(report)
 }
 

@@ -6,7 +6,7 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::nn::{FeedForward, LayerNorm, linear_no_bias, merge_heads, softmax_last, split_heads};
+use crate::nn::{FeedForward, LayerNorm, linear_no_bias, merge_heads, softmax_last_t, split_heads};
 
 /// Hyper-parameters of one gated cross-attention block (OpenFlamingo: 8 heads x 64, ff 4).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -174,8 +174,14 @@ impl MaskedCrossAttention {
         })
     }
 
-    fn forward(&self, x: &Tensor, kv: &MediaKv, mask: &MediaMask) -> candle_core::Result<Tensor> {
-        let q = self.to_q.forward(&self.norm.forward(x)?)?;
+    fn forward(
+        &self,
+        x: &Tensor,
+        kv: &MediaKv,
+        mask: &MediaMask,
+        fast: bool,
+    ) -> candle_core::Result<Tensor> {
+        let q = self.to_q.forward(&self.norm.apply(x, fast)?)?;
         let q = (split_heads(&q, self.heads)? * self.scale)?;
         let sim = q.matmul(&kv.k.t()?)?; // (B, H, T, K)
         let allowed = mask.allowed.broadcast_as(sim.shape())?;
@@ -183,7 +189,7 @@ impl MaskedCrossAttention {
             .to_dtype(sim.dtype())?
             .broadcast_as(sim.shape())?;
         let sim = allowed.where_cond(&sim, &floor)?;
-        let attn = softmax_last(&sim)?;
+        let attn = softmax_last_t(&sim, fast)?;
         let attn = attn.broadcast_mul(&mask.has_media.to_dtype(attn.dtype())?)?;
         let out = attn.matmul(&kv.v)?;
         self.to_out.forward(&merge_heads(&out)?)
@@ -217,16 +223,37 @@ impl GatedCrossAttentionBlock {
         self.attn.media_kv(media)
     }
 
-    /// Applies the block to text hidden states `x` `(B, T, D)`.
+    /// Applies the block to text hidden states `x` `(B, T, D)` (differentiable).
     pub fn forward(
         &self,
         x: &Tensor,
         kv: &MediaKv,
         mask: &MediaMask,
     ) -> candle_core::Result<Tensor> {
-        let a = self.attn.forward(x, kv, mask)?;
+        self.apply(x, kv, mask, false)
+    }
+
+    /// [`GatedCrossAttentionBlock::forward`] with fused normalisation and softmax: same values,
+    /// no backward pass (for inference).
+    pub fn forward_inference(
+        &self,
+        x: &Tensor,
+        kv: &MediaKv,
+        mask: &MediaMask,
+    ) -> candle_core::Result<Tensor> {
+        self.apply(x, kv, mask, true)
+    }
+
+    fn apply(
+        &self,
+        x: &Tensor,
+        kv: &MediaKv,
+        mask: &MediaMask,
+        fast: bool,
+    ) -> candle_core::Result<Tensor> {
+        let a = self.attn.forward(x, kv, mask, fast)?;
         let x = (a.broadcast_mul(&self.attn_gate.tanh()?)? + x)?;
-        let f = self.ff.forward(&x)?;
+        let f = self.ff.apply(&x, fast)?;
         f.broadcast_mul(&self.ff_gate.tanh()?)? + x
     }
 
@@ -304,6 +331,8 @@ mod tests {
         let second = Tensor::randn(0f32, 1., (1, 1, 3, 6), &dev)?;
         let media_b = Tensor::cat(&[&media_a.i((.., 0..1))?, &second], 1)?;
         let ya = block.forward(&x, &block.media_kv(&media_a)?, &mask)?;
+        let fast = block.forward_inference(&x, &block.media_kv(&media_a)?, &mask)?;
+        assert!(max_abs(&(&ya - fast)?) < 1e-5, "fused path differs");
         let yb = block.forward(&x, &block.media_kv(&media_b)?, &mask)?;
         // Positions 0..4 (before the second <image>) do not depend on image 2.
         assert!(max_abs(&(ya.i((.., 0..4))? - yb.i((.., 0..4))?)?) < 1e-6);

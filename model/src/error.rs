@@ -131,16 +131,25 @@ pub type Result<T, E = ModelError> = std::result::Result<T, E>;
 impl ModelError {
     /// An I/O error on `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io { path: path.into(), source }
+        Self::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     /// A malformed or unsupported configuration in `path`.
     pub fn config(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        Self::Config { path: path.into(), message: message.into() }
+        Self::Config {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 
     /// An unreadable weights file `path`.
     pub fn weights(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
-        Self::Weights { path: path.into(), message: message.to_string() }
+        Self::Weights {
+            path: path.into(),
+            message: message.to_string(),
+        }
     }
 }

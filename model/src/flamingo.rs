@@ -357,6 +357,12 @@ impl Flamingo {
         Ok(self.perceiver.forward(&feats)?)
     }
 
+    /// [`Flamingo::encode_media`] for inference: fused kernels, detached result.
+    pub fn encode_media_inference(&self, pixels: &Tensor) -> Result<Tensor> {
+        let feats = self.vision_features(pixels)?;
+        Ok(self.perceiver.forward_inference(&feats)?.detach())
+    }
+
     /// Computes every cross-attention block's media keys/values for `media` `(B, T_img, n, D)`.
     pub fn media_context(&self, media: &Tensor) -> Result<MediaContext> {
         let (_, t_img, n, _) = media.dims4()?;
@@ -399,7 +405,11 @@ impl Flamingo {
         let mut x = self.lm.embed(ids, ctx)?;
         for (i, block) in self.xattn.iter().enumerate() {
             if let (Some(block), Some(Some(kv))) = (block, media.kv.get(i)) {
-                x = block.forward(&x, kv, mask)?;
+                x = if detach {
+                    block.forward_inference(&x, kv, mask)?
+                } else {
+                    block.forward(&x, kv, mask)?
+                };
             }
             if detach {
                 // Inference: keep no autograd graph alive through the KV cache.
@@ -454,8 +464,20 @@ impl Flamingo {
         ids: &Tensor,
         attention_mask: &Tensor,
     ) -> Result<Tensor> {
+        let features = self.vision_features(pixels)?;
+        self.forward_features(&features, ids, attention_mask)
+    }
+
+    /// [`Flamingo::forward`] from precomputed frozen vision features `(B, T_img, P, D_vis)`
+    /// ([`Flamingo::vision_features`]), e.g. cached across training epochs.
+    pub fn forward_features(
+        &self,
+        features: &Tensor,
+        ids: &Tensor,
+        attention_mask: &Tensor,
+    ) -> Result<Tensor> {
         let rows = ids.to_dtype(DType::U32)?.to_vec2::<u32>()?;
-        let media = self.encode_media(pixels)?;
+        let media = self.perceiver.forward(features)?;
         let ctxm = self.media_context(&media)?;
         self.check_media_counts(&rows, ctxm.num_media())?;
         let mask = ctxm.mask(

@@ -179,7 +179,7 @@ fn prefill(
     want_prompt: bool,
 ) -> Result<Prefill> {
     let dev = model.device().clone();
-    let media = model.encode_media(&batch.pixels)?.detach();
+    let media = model.encode_media_inference(&batch.pixels)?;
     let media = model.media_context(&media)?;
     model.check_media_counts(&batch.rows, media.num_media())?;
     let media_id = model.config().media_token_id;
@@ -193,7 +193,8 @@ fn prefill(
     let mut cache = model.lm().new_cache();
     let hidden = model.infer_hidden(&ids, &media, &mask, &ctx, Some(&mut cache))?;
     let l = batch.width();
-    let last = model.logits(&hidden.narrow(1, l - 1, 1)?)?.squeeze(1)?;
+    // (B, D) rather than (B, 1, D): one matmul reads the output table once for all rows.
+    let last = model.logits(&hidden.i((.., l - 1))?.contiguous()?)?;
     let next_logprobs = candle_nn::ops::log_softmax(&last.to_dtype(DType::F32)?, D::Minus1)?;
     let mut prompt_logprobs = vec![Vec::new(); batch.len()];
     if want_prompt {
@@ -265,11 +266,28 @@ fn step(
     let ctx = AttnCtx::new(mask_tensor(mask_rows, dev)?, past);
     let mask = media.mask(&state.step(tokens), dev)?;
     let hidden = model.infer_hidden(&ids, media, &mask, &ctx, Some(cache))?;
-    let logits = model.logits(&hidden)?.squeeze(1)?;
+    let logits = model.logits(&hidden.squeeze(1)?)?;
     Ok(candle_nn::ops::log_softmax(
         &logits.to_dtype(DType::F32)?,
         D::Minus1,
     )?)
+}
+
+/// Errors unless every id is a row of the model's vocabulary (no out-of-range indexing later).
+fn check_ids<'a>(
+    model: &Flamingo,
+    what: &str,
+    ids: impl IntoIterator<Item = &'a u32>,
+) -> Result<()> {
+    let vocab = model.lm().vocab_len();
+    for &id in ids {
+        if id as usize >= vocab {
+            return Err(ModelError::Input(format!(
+                "{what}: token id {id} is outside the vocabulary of {vocab} rows"
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn argmax(row: &[f32]) -> usize {
@@ -291,6 +309,12 @@ pub fn generate(
     if cfg.num_beams == 0 {
         return Err(ModelError::Input("num_beams must be at least 1".into()));
     }
+    check_ids(model, "prompt", batch.rows.iter().flatten())?;
+    check_ids(
+        model,
+        "eos/pad token",
+        [&cfg.eos_token_id, &cfg.pad_token_id],
+    )?;
     let pre = prefill(model, batch, PositionRule::FromMask, cfg.prompt_logprobs)?;
     let mut out = if cfg.num_beams == 1 {
         greedy(
@@ -637,6 +661,18 @@ fn beam_search(
     Ok(out)
 }
 
+/// Options of [`rank_scores_with`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RankOptions {
+    /// Mean instead of sum of the candidate's token log-probs (`normalize_length`).
+    pub normalize_length: bool,
+    /// Reproduce LMs whose forward writes the extended KV cache back into the list it was given
+    /// (the MosaicGPT remote code of MPT-1B, used by OpenFlamingo-3B): every candidate after the
+    /// first is then scored after the previous candidates' tokens, except its first token, which
+    /// is still predicted from the context alone.
+    pub shared_cache: bool,
+}
+
 /// Rank scoring (OpenFlamingo `get_rank_classifications` with caching): the context is run once;
 /// each candidate's tokens are then scored after it, reusing the context's KV cache. Returns
 /// `[prompt][candidate]` summed (or, with `normalize_length`, mean) token log-probs.
@@ -650,11 +686,27 @@ pub fn rank_scores(
     candidates: &[Vec<u32>],
     normalize_length: bool,
 ) -> Result<Vec<Vec<f64>>> {
+    let opts = RankOptions {
+        normalize_length,
+        shared_cache: false,
+    };
+    rank_scores_with(model, batch, candidates, &opts)
+}
+
+/// [`rank_scores`] with [`RankOptions`].
+pub fn rank_scores_with(
+    model: &Flamingo,
+    batch: &PromptBatch,
+    candidates: &[Vec<u32>],
+    opts: &RankOptions,
+) -> Result<Vec<Vec<f64>>> {
     let dev = model.device().clone();
+    check_ids(model, "context", batch.rows.iter().flatten())?;
+    check_ids(model, "candidate", candidates.iter().flatten())?;
     let pre = prefill(model, batch, PositionRule::Sequential, false)?;
     let b = batch.len();
     let first = pre.next_logprobs.to_vec2::<f32>()?;
-    let past = pre.cache.past_len();
+    let mut shared = pre.cache.clone();
     let mut scores = vec![Vec::with_capacity(candidates.len()); b];
     for cand in candidates {
         if cand.is_empty() {
@@ -662,29 +714,39 @@ pub fn rank_scores(
         }
         let n = cand.len();
         let mut lps: Vec<Vec<f32>> = (0..b).map(|r| vec![first[r][cand[0] as usize]]).collect();
-        if n > 1 {
-            let mut cache = pre.cache.clone();
-            let feed = &cand[..n - 1];
+        // The shared cache keeps every fed token (the reference feeds all n, one at a time).
+        let feed = if opts.shared_cache {
+            cand.as_slice()
+        } else {
+            &cand[..n - 1]
+        };
+        if !feed.is_empty() {
+            let mut own = pre.cache.clone();
+            let cache = if opts.shared_cache {
+                &mut shared
+            } else {
+                &mut own
+            };
+            let past = cache.past_len();
+            let t = feed.len();
             let ids = Tensor::new(feed, &dev)?.unsqueeze(0)?.repeat((b, 1))?;
-            let ctx = AttnCtx::new(Tensor::ones((b, past + n - 1), DType::U32, &dev)?, past);
-            let mask = pre
-                .media
-                .mask(&text_time_cached(&pre.counts, n - 1), &dev)?;
-            let hidden = model.infer_hidden(&ids, &pre.media, &mask, &ctx, Some(&mut cache))?;
+            let ctx = AttnCtx::new(Tensor::ones((b, past + t), DType::U32, &dev)?, past);
+            let mask = pre.media.mask(&text_time_cached(&pre.counts, t), &dev)?;
+            let hidden = model.infer_hidden(&ids, &pre.media, &mask, &ctx, Some(cache))?;
             let lp = candle_nn::ops::log_softmax(
                 &model.logits(&hidden)?.to_dtype(DType::F32)?,
                 D::Minus1,
             )?;
             for (r, row_lps) in lps.iter_mut().enumerate() {
                 let rows = lp.i(r)?.to_vec2::<f32>()?;
-                for (k, row) in rows.iter().enumerate() {
-                    row_lps.push(row[cand[k + 1] as usize]);
+                for k in 0..n - 1 {
+                    row_lps.push(rows[k][cand[k + 1] as usize]);
                 }
             }
         }
         for (r, l) in lps.iter().enumerate() {
             let sum: f64 = l.iter().map(|&v| v as f64).sum();
-            scores[r].push(if normalize_length {
+            scores[r].push(if opts.normalize_length {
                 sum / n as f64
             } else {
                 sum

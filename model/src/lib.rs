@@ -26,11 +26,13 @@ pub mod tokenizer;
 pub mod vision;
 pub mod weights;
 
-pub use embeddings::{SpecialEmbeddingMode, TokenEmbeddings};
 pub use checkpoint::LoadReport;
+pub use embeddings::{SpecialEmbeddingMode, TokenEmbeddings};
 pub use error::{ModelError, Result};
 pub use flamingo::{Flamingo, FlamingoConfig, FlamingoSpec, MediaContext, TrainableVars};
-pub use generate::{GenerateConfig, Generation, PromptBatch, generate, rank_scores};
-pub use preprocess::ImageProcessor;
+pub use generate::{
+    GenerateConfig, Generation, PromptBatch, RankOptions, generate, rank_scores, rank_scores_with,
+};
 pub use lm::{AttnCtx, DecoderLm, KvCache, LayerCache, LmConfig, LmFamily, PositionRule};
+pub use preprocess::ImageProcessor;
 pub use tokenizer::FlamingoTokenizer;

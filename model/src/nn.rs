@@ -40,9 +40,18 @@ impl LayerNorm {
     }
 
     /// Normalises over the last dimension with the fused kernel: same values, no backward.
-    /// Only for frozen parts of the network that nothing upstream trains through.
+    /// Only for inference, or for frozen parts that nothing upstream trains through.
     pub fn forward_inference(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, self.eps as f32)
+    }
+
+    /// [`LayerNorm::forward_inference`] when `fast`, else the differentiable composed form.
+    pub fn apply(&self, x: &Tensor, fast: bool) -> candle_core::Result<Tensor> {
+        if fast {
+            self.forward_inference(x)
+        } else {
+            self.forward(x)
+        }
     }
 }
 
@@ -105,6 +114,16 @@ pub fn softmax_last(x: &Tensor) -> candle_core::Result<Tensor> {
     candle_nn::ops::softmax(x, D::Minus1)
 }
 
+/// Softmax over the last dimension: the fused kernel (no backward) when `fast`, else
+/// [`softmax_last`].
+pub fn softmax_last_t(x: &Tensor, fast: bool) -> candle_core::Result<Tensor> {
+    if fast {
+        candle_nn::ops::softmax_last_dim(&x.contiguous()?)
+    } else {
+        softmax_last(x)
+    }
+}
+
 /// `(B, N, H*Dh) -> (B, H, N, Dh)`, head-major feature layout (feature index = h*Dh + d).
 pub fn split_heads(x: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
     let (b, n, inner) = x.dims3()?;
@@ -140,10 +159,17 @@ impl FeedForward {
     }
 }
 
+impl FeedForward {
+    /// The block with fused (no-backward) normalisation when `fast`.
+    pub fn apply(&self, x: &Tensor, fast: bool) -> candle_core::Result<Tensor> {
+        let h = self.up.forward(&self.norm.apply(x, fast)?)?;
+        self.down.forward(&gelu_erf(&h)?)
+    }
+}
+
 impl Module for FeedForward {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let h = self.up.forward(&self.norm.forward(x)?)?;
-        self.down.forward(&gelu_erf(&h)?)
+        self.apply(x, false)
     }
 }
 

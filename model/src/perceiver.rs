@@ -6,7 +6,7 @@ use candle_core::{Module, Tensor};
 use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::nn::{FeedForward, LayerNorm, linear_no_bias, merge_heads, softmax_last, split_heads};
+use crate::nn::{FeedForward, LayerNorm, linear_no_bias, merge_heads, softmax_last_t, split_heads};
 
 /// Hyper-parameters of the resampler (OpenFlamingo defaults: depth 6, 8 heads x 64, 64 latents, ff 4).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,9 +66,9 @@ impl PerceiverAttention {
     }
 
     /// `x`: (N, v, D) media tokens, `latents`: (N, n, D); returns (N, n, D).
-    fn forward(&self, x: &Tensor, latents: &Tensor) -> candle_core::Result<Tensor> {
-        let x = self.norm_media.forward(x)?;
-        let latents = self.norm_latents.forward(latents)?;
+    fn apply(&self, x: &Tensor, latents: &Tensor, fast: bool) -> candle_core::Result<Tensor> {
+        let x = self.norm_media.apply(x, fast)?;
+        let latents = self.norm_latents.apply(latents, fast)?;
         let q = self.to_q.forward(&latents)?;
         // Keys/values from media first, then latents (spec: [media; latents]).
         let kv_in = Tensor::cat(&[&x, &latents], 1)?;
@@ -80,7 +80,7 @@ impl PerceiverAttention {
         let k = split_heads(&k, self.heads)?;
         let v = split_heads(&v, self.heads)?;
         let sim = q.matmul(&k.t()?)?;
-        let attn = softmax_last(&sim)?;
+        let attn = softmax_last_t(&sim, fast)?;
         let out = attn.matmul(&v)?;
         self.to_out.forward(&merge_heads(&out)?)
     }
@@ -132,6 +132,16 @@ impl PerceiverResampler {
     /// Resamples `x` of shape `(B, T_img, v, D)` (or `(B, T_img, F, v, D)`, frames flattened into
     /// tokens) to `(B, T_img, num_latents, D)`. Each image is processed independently.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.apply(x, false)
+    }
+
+    /// [`PerceiverResampler::forward`] with fused normalisation and softmax: same values, no
+    /// backward pass (for inference).
+    pub fn forward_inference(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.apply(x, true)
+    }
+
+    fn apply(&self, x: &Tensor, fast: bool) -> candle_core::Result<Tensor> {
         let x = match x.rank() {
             5 => {
                 let (b, t, f, v, d) = x.dims5()?;
@@ -148,10 +158,10 @@ impl PerceiverResampler {
             .broadcast_as((b * t, n, d))?
             .contiguous()?;
         for (attn, ff) in &self.layers {
-            latents = (attn.forward(&x, &latents)? + &latents)?;
-            latents = (ff.forward(&latents)? + &latents)?;
+            latents = (attn.apply(&x, &latents, fast)? + &latents)?;
+            latents = (ff.apply(&latents, fast)? + &latents)?;
         }
-        self.norm.forward(&latents)?.reshape((b, t, n, d))
+        self.norm.apply(&latents, fast)?.reshape((b, t, n, d))
     }
 }
 
@@ -209,7 +219,10 @@ mod tests {
         let attn = &p.layers[0].0;
         let x = Tensor::randn(0f32, 1., (1, 5, 8), &dev)?;
         let lat = Tensor::randn(0f32, 1., (1, 3, 8), &dev)?;
-        let got = attn.forward(&x, &lat)?;
+        let got = attn.apply(&x, &lat, false)?;
+        let fast = attn.apply(&x, &lat, true)?;
+        let d = (&got - fast)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(d < 1e-5, "fused path differs by {d}");
         // Reference with explicit per-head loops.
         let xn = attn.norm_media.forward(&x)?;
         let ln = attn.norm_latents.forward(&lat)?;

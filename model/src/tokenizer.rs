@@ -204,6 +204,11 @@ impl FlamingoTokenizer {
             });
         }
         let mut inner = Tokenizer::from_file(&path).map_err(|e| err(e.to_string()))?;
+        // Padding and truncation are per call (as HF's `__call__` resets them), never from the file.
+        inner
+            .with_truncation(None)
+            .map_err(|e| err(e.to_string()))?;
+        inner.with_padding(None);
         let roles = read_roles(path.parent().unwrap_or(Path::new(".")))?;
         inner
             .add_special_tokens([

@@ -279,6 +279,20 @@ impl VisionEncoder {
             .and_then(|v| v.as_bool())
             .unwrap_or(false);
         let pre = root.get("preprocess_cfg");
+        // Only open_clip's default validation transform (shortest-side bicubic + centre crop) is
+        // implemented; refuse configs that ask for another.
+        for (key, allowed) in [("resize_mode", "shortest"), ("interpolation", "bicubic")] {
+            match pre.and_then(|p| p.get(key)) {
+                None | Some(Value::Null) => {}
+                Some(Value::String(v)) if v == allowed => {}
+                Some(v) => {
+                    return Err(ModelError::config(
+                        cfg_path,
+                        format!("preprocess_cfg.{key} = {v} is not supported (only \"{allowed}\")"),
+                    ));
+                }
+            }
+        }
         let cfg = VisionConfig {
             image_size: usize_field(vc, "image_size", Some(224), cfg_path)?,
             patch_size: usize_field(vc, "patch_size", Some(16), cfg_path)?,
@@ -307,7 +321,9 @@ impl VisionEncoder {
         } else if bin.is_file() {
             let f = WeightFile::pth(&bin, None, device)?;
             if f.names().is_empty() {
-                WeightFile::pth(&bin, Some("state_dict"), device)?
+                // open_clip training checkpoints: {"state_dict": {"module.visual...": ...}}.
+                let f = WeightFile::pth(&bin, Some("state_dict"), device)?;
+                strip_module_prefix(f)?
             } else {
                 f
             }
@@ -614,6 +630,21 @@ impl VisionEncoder {
             None => Ok(pooled),
         }
     }
+}
+
+/// Re-keys a weight file without DDP's `module.` prefixes (reads its `visual.*` tensors).
+fn strip_module_prefix(f: WeightFile) -> Result<WeightFile> {
+    if !f.names().iter().any(|n| n.starts_with("module.")) {
+        return Ok(f);
+    }
+    let mut tensors = std::collections::HashMap::new();
+    for name in f.names() {
+        let key = name.strip_prefix("module.").unwrap_or(&name).to_string();
+        if key.starts_with("visual.") {
+            tensors.insert(key, f.get_any(&name)?);
+        }
+    }
+    Ok(WeightFile::from_tensors(f.path().to_path_buf(), tensors))
 }
 
 /// Where a vision directory's weights live, for error messages and reports.

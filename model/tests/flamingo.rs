@@ -648,6 +648,8 @@ fn rank_scores_match_full_forward() {
     let cands = vec![vec![40u32], vec![41, 42, 43]];
     let batch = PromptBatch::left_padded(std::slice::from_ref(&ctx), PAD, px.clone()).unwrap();
     let sums = rank_scores(&m, &batch, &cands, false).unwrap();
+    let err = rank_scores(&m, &batch, &[vec![VOCAB as u32]], false).unwrap_err();
+    assert!(matches!(err, ModelError::Input(_)), "{err}");
     let means = rank_scores(&m, &batch, &cands, true).unwrap();
     for (c, cand) in cands.iter().enumerate() {
         let mut full = ctx.clone();
@@ -667,6 +669,41 @@ fn rank_scores_match_full_forward() {
         assert!((sums[0][c] - want).abs() < 1e-4, "{} vs {want}", sums[0][c]);
         assert!((means[0][c] - want / cand.len() as f64).abs() < 1e-4);
     }
+}
+
+/// The shared-cache mode (MosaicGPT remote code): candidate 2 is scored after the context and all
+/// of candidate 1's tokens, except its first token, which the context alone predicts.
+#[test]
+fn rank_scores_shared_cache_mode() {
+    let d = dirs("rank-shared", "mpt");
+    let m = tiny_model(&d, 1, Some((0.9, 0.5)));
+    let px = pixels(1, 1, 14);
+    let ctx = vec![IMG, 5, 6, 7];
+    let cands = vec![vec![40u32, 41], vec![42u32, 43, 44]];
+    let batch = PromptBatch::left_padded(std::slice::from_ref(&ctx), PAD, px.clone()).unwrap();
+    let opts = model::RankOptions {
+        normalize_length: false,
+        shared_cache: true,
+    };
+    let got = model::rank_scores_with(&m, &batch, &cands, &opts).unwrap();
+    let lp_of = |seq: &[u32]| {
+        let logits = m
+            .forward(&px, &ids(&[seq.to_vec()]), &ones(1, seq.len()))
+            .unwrap();
+        candle_nn::ops::log_softmax(&logits, D::Minus1)
+            .unwrap()
+            .i(0)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap()
+    };
+    let first = lp_of(&[ctx.clone(), cands[0].clone()].concat());
+    let want0 = (first[3][40] + first[4][41]) as f64;
+    let seq = [ctx.clone(), cands[0].clone(), cands[1].clone()].concat();
+    let lp = lp_of(&seq);
+    let want1 = (first[3][42] + lp[6][43] + lp[7][44]) as f64;
+    assert!((got[0][0] - want0).abs() < 1e-4, "{} vs {want0}", got[0][0]);
+    assert!((got[0][1] - want1).abs() < 1e-4, "{} vs {want1}", got[0][1]);
 }
 
 #[test]
@@ -767,7 +804,7 @@ fn checkpoint_layouts_load_with_report() {
             (1.25, -1.5)
         );
         if file == "full.pt" {
-            let ig = &report.ignored;
+            let ig = &report.ignored_frozen;
             for k in [
                 "vision_encoder.conv1.weight",
                 "vision_encoder.positional_embedding",
@@ -972,4 +1009,18 @@ fn vision_matches_open_clip_reference() {
             &r["tokens_ln_post"]
         ) < 1e-4
     );
+    // The same weights saved as `open_clip_pytorch_model.bin` (torch.save) load identically.
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/vision_bin");
+    let v = VisionEncoder::load(&bin, false, &dev).unwrap();
+    assert!(max_diff(&v.forward_tokens(&r["pixels"]).unwrap(), &r["tokens"]) < 1e-4);
+}
+
+/// The model can be shared across threads (e.g. parallel evaluation workers).
+#[test]
+fn model_types_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Flamingo>();
+    check::<model::MediaContext>();
+    check::<model::FlamingoTokenizer>();
+    check::<model::ImageProcessor>();
 }

@@ -776,17 +776,17 @@ fn set_full_table_round_trips() {
     );
 }
 
-/// Cross-check against HF transformers 4.33 / llm-foundry MosaicGPT references written by a local script
-/// (not committed, run by hand): `LM_CROSSCHECK_DIR=<dir> cargo test -p model --test lm -- --ignored`.
-/// Each sub-directory holds an HF model plus `reference.safetensors` with `input_ids`, `attention_mask`
-/// (row 1 left-padded), `fwd` (plain forward logits), `gen` (forward with generate-style position ids) and
-/// `step` (one cached decoding step with `next_ids`).
+/// Parity with HF transformers 4.33 (OPT pre/post-LN and projected, GPT-NeoX parallel/sequential, LLaMA with
+/// GQA, HF-native MPT) and llm-foundry's MosaicGPT (MPT-1B code), from fixtures written by
+/// `tests/fixtures/make_lm_hf_fixtures.py`. Each case holds an HF model plus `reference.safetensors` with
+/// `input_ids`, `attention_mask` (row 1 left-padded), `fwd` (plain forward logits), `gen` (forward with
+/// generate-style position ids) and `step` (one cached decoding step on `next_ids`). `LM_CROSSCHECK_DIR`
+/// points the test at another directory of such cases.
 #[test]
-#[ignore]
-fn crosscheck_against_hf_references() {
-    let Ok(root) = std::env::var("LM_CROSSCHECK_DIR") else {
-        return;
-    };
+fn matches_hf_reference_logits() {
+    let root = std::env::var("LM_CROSSCHECK_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lm_hf"));
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -978,5 +978,57 @@ fn tied_logits_paths_agree() {
                 .unwrap()
                 > 0.0
         );
+    }
+}
+
+/// The config.json layouts of the released MPT-7B (remote code) and MPT-1B (MosaicGPT), keys and nulls as
+/// published, shrunk to the tiny sizes.
+#[test]
+fn released_mpt_config_layouts_load() {
+    let mpt7b = serde_json::json!({
+        "architectures": ["MPTForCausalLM"], "model_type": "mpt",
+        "attn_config": {"alibi": true, "alibi_bias_max": 8, "attn_impl": "torch", "attn_pdrop": 0,
+            "attn_type": "multihead_attention", "attn_uses_sequence_id": false, "clip_qkv": null,
+            "prefix_lm": false, "qk_ln": true, "softmax_scale": null},
+        "d_model": 16, "emb_pdrop": 0, "embedding_fraction": 1.0, "expansion_ratio": 2,
+        "init_config": {"emb_init_std": null, "emb_init_uniform_lim": null, "fan_mode": "fan_in",
+            "init_div_is_residual": true, "init_gain": 0, "init_nonlinearity": "relu", "init_std": 0.02,
+            "name": "kaiming_normal_", "verbose": 0},
+        "init_device": "cpu", "learned_pos_emb": true, "logit_scale": null, "max_seq_len": 32,
+        "n_heads": 4, "n_layers": 2, "no_bias": true, "norm_type": "low_precision_layernorm",
+        "resid_pdrop": 0, "tokenizer_name": "EleutherAI/gpt-neox-20b", "torch_dtype": "bfloat16",
+        "use_cache": false, "verbose": 0, "vocab_size": VOCAB});
+    let mpt1b = serde_json::json!({
+        "architectures": ["MosaicGPT"], "model_type": "mosaic_gpt", "alibi": true, "alibi_bias_max": 8,
+        "attn_clip_qkv": null, "attn_impl": "torch", "attn_pdrop": 0, "attn_qk_ln": true,
+        "attn_uses_sequence_id": false, "d_model": 16, "emb_init_std": null, "emb_init_uniform_lim": null,
+        "emb_pdrop": 0, "embedding_fraction": 1.0, "fan_mode": "fan_in", "init_device": "cpu",
+        "init_div_is_residual": true, "init_gain": 0, "init_nonlinearity": "relu", "init_std": null,
+        "logit_scale": null, "low_precision_layernorm": true, "max_seq_len": 32, "mlp_ratio": 2,
+        "n_heads": 4, "n_layers": 2, "no_bias": true, "param_init_fn": "kaiming_normal_",
+        "prefix_lm": false, "resid_pdrop": 0, "softmax_scale": null, "torch_dtype": "bfloat16",
+        "use_cache": false, "verbose": 0, "vocab_size": VOCAB});
+    for (kind, cfg) in [("mpt", mpt7b), ("mosaic_gpt", mpt1b)] {
+        let dir = tmp_dir(&format!("released-{kind}"));
+        write_model(kind, &dir);
+        let tiny_logits = {
+            let lm = load(&dir, VOCAB + 3, SpecialEmbeddingMode::Frozen);
+            lm.forward(
+                &ids(&[&[1, 2, 3]]),
+                &AttnCtx::unpadded(1, 3, 0, &Device::Cpu).unwrap(),
+                None,
+            )
+            .unwrap()
+        };
+        std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+        let lm = load(&dir, VOCAB + 3, SpecialEmbeddingMode::Frozen);
+        let logits = lm
+            .forward(
+                &ids(&[&[1, 2, 3]]),
+                &AttnCtx::unpadded(1, 3, 0, &Device::Cpu).unwrap(),
+                None,
+            )
+            .unwrap();
+        assert_eq!(max_diff(&logits, &tiny_logits), 0.0, "{kind}");
     }
 }

@@ -30,8 +30,13 @@ fn write_tokenizer(dir: &Path) -> PathBuf {
                 "rstrip": false, "normalized": false, "special": true})
         })
         .collect();
+    // Truncation and padding stored in the file must not leak into encoding (HF resets them per call).
     let json = serde_json::json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
+        "version": "1.0",
+        "truncation": {"direction": "Right", "max_length": 2, "strategy": "LongestFirst", "stride": 0},
+        "padding": {"strategy": {"Fixed": 9}, "direction": "Left", "pad_to_multiple_of": null,
+            "pad_id": 0, "pad_type_id": 0, "pad_token": "<unk>"},
+        "added_tokens": added,
         "normalizer": null, "pre_tokenizer": {"type": "Whitespace"},
         "post_processor": {"type": "TemplateProcessing",
             "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],

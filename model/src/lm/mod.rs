@@ -7,7 +7,7 @@
 //! so gradients flow through the frozen LM (plain tensors) into trainable layers upstream of it. Forward
 //! methods return [`candle_core::Result`]; loading returns [`ModelError`].
 //!
-//! ```ignore
+//! ```text
 //! let tok = FlamingoTokenizer::from_dir(dir)?;
 //! let lm = DecoderLm::load(dir, tok.len(), SpecialEmbeddingMode::Trainable, &tok.trainable_token_ids(), &dev)?;
 //! let ctx = AttnCtx::new(mask, 0); // (B, T) mask, 1 = token, 0 = left padding

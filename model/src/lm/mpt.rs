@@ -47,9 +47,6 @@ fn default_alibi_max() -> f64 {
 fn default_ratio() -> usize {
     4
 }
-fn default_std() -> f64 {
-    0.02
-}
 
 /// `init_config` of an `mpt` config.json (only the std matters here).
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -114,8 +111,8 @@ struct MosaicGptConfig {
     logit_scale: Option<serde_json::Value>,
     #[serde(default)]
     no_bias: bool,
-    #[serde(default = "default_std")]
-    init_std: f64,
+    #[serde(default)]
+    init_std: Option<f64>,
 }
 
 /// The settings both layouts share.
@@ -235,7 +232,7 @@ fn settings(ctx: &LoadCtx) -> LoadResult<Settings> {
             learned_pos: !c.alibi,
             no_bias: c.no_bias,
             logit_scale: parse_logit_scale(ctx, &c.logit_scale, c.d_model)?,
-            init_std: c.init_std,
+            init_std: c.init_std.unwrap_or(0.02),
             eps: EPS,
         }
     };
