@@ -114,7 +114,7 @@ impl TinyOpt {
         if shape.hidden == 0 || shape.layers == 0 || shape.heads == 0 || shape.max_positions == 0 {
             return Err(bad(format!("sizes must be positive: {shape:?}")));
         }
-        if shape.hidden % shape.heads != 0 {
+        if !shape.hidden.is_multiple_of(shape.heads) {
             return Err(bad(format!(
                 "`hidden_size` {} is not divisible by `heads` {}",
                 shape.hidden, shape.heads
