@@ -281,8 +281,7 @@ pub fn save_open_clip(
         .map(|(k, v): (&String, &Var)| (k.clone(), v.as_tensor().clone()))
         .collect();
     let weights = dir.join("open_clip_model.safetensors");
-    candle_core::safetensors::save(&visual, &weights)
-        .map_err(|e| format!("{}: {e}", weights.display()))?;
+    super::save_safetensors_pt(&visual, &weights).map_err(|e| e.to_string())?;
     let config = serde_json::json!({
         "model_cfg": {
             "embed_dim": cfg.embed_dim,

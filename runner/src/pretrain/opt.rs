@@ -216,8 +216,7 @@ impl TinyOpt {
             .map_err(|e| PretrainError::data(&path, e))?;
         std::fs::write(&path, text).map_err(|e| PretrainError::io(&path, e))?;
         let path = dir.join(model::lm::weights::SINGLE_FILE);
-        candle_core::safetensors::save(&self.state_dict()?, &path)
-            .map_err(PretrainError::tensor(format!("writing {}", path.display())))
+        super::save_safetensors_pt(&self.state_dict()?, &path)
     }
 }
 
