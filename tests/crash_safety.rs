@@ -11,7 +11,7 @@ use results::{JobState, Store};
 const RUNNER: &str = env!("CARGO_BIN_EXE_runner");
 
 /// An experiment whose jobs are four synthetic worlds (a tied sweep over seed and directory):
-/// real stages that take a few seconds each.
+/// real stages that take a few seconds each, each followed by two short pretraining jobs.
 fn experiment(dir: &Path, n: usize) -> PathBuf {
     let seeds: Vec<String> = (0..n).map(|i| (i + 1).to_string()).collect();
     let dirs: Vec<String> = (0..n)
@@ -24,6 +24,16 @@ extends = ["tiny"]
 [data.synth]
 dir = "{}/world0"
 size = "small"
+
+# Each world's preset backbones are pretrained too; kept to a few steps here.
+[pretrain.vision]
+steps = 2
+batch_size = 4
+
+[pretrain.language]
+steps = 2
+batch_size = 2
+seq_len = 16
 
 [[sweep.tied]]
 "data.synth.seed" = [{}]

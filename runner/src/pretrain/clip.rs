@@ -13,10 +13,11 @@ use candle_nn::{VarBuilder, VarMap, ops};
 
 use crate::config::schema::PretrainVision;
 
-/// OpenAI CLIP normalisation, used by the preprocessing of every image the ViT sees.
-pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+/// OpenAI CLIP normalisation mean (the model crate's constant, so the saved config and the loader
+/// agree bit for bit), used by the preprocessing of every image the ViT sees.
+pub const CLIP_MEAN: [f32; 3] = model::vision::OPENAI_CLIP_MEAN;
 /// OpenAI CLIP normalisation standard deviation.
-pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_1];
+pub const CLIP_STD: [f32; 3] = model::vision::OPENAI_CLIP_STD;
 
 /// Buckets of the hashed bag-of-words text encoder.
 const TEXT_BUCKETS: usize = 4096;
@@ -280,8 +281,7 @@ pub fn save_open_clip(
         .map(|(k, v): (&String, &Var)| (k.clone(), v.as_tensor().clone()))
         .collect();
     let weights = dir.join("open_clip_model.safetensors");
-    candle_core::safetensors::save(&visual, &weights)
-        .map_err(|e| format!("{}: {e}", weights.display()))?;
+    super::save_safetensors_pt(&visual, &weights).map_err(|e| e.to_string())?;
     let config = serde_json::json!({
         "model_cfg": {
             "embed_dim": cfg.embed_dim,

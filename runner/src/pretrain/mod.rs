@@ -26,6 +26,25 @@ pub fn backbone_dir(runs_dir: &Path, job_hash: &str, which: &str) -> PathBuf {
         .join(which)
 }
 
+/// Writes `tensors` as a safetensors file with the `{"format": "pt"}` header metadata that HF
+/// `from_pretrained` requires of PyTorch weights (candle's own writer leaves the metadata out).
+pub fn save_safetensors_pt(
+    tensors: &std::collections::HashMap<String, candle_core::Tensor>,
+    path: &Path,
+) -> Result<(), PretrainError> {
+    let mut sorted: Vec<(&String, candle_core::Tensor)> = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        let t = t
+            .contiguous()
+            .map_err(PretrainError::tensor(format!("tensor `{name}`")))?;
+        sorted.push((name, t));
+    }
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    let metadata = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+    safetensors::serialize_to_file(sorted, Some(metadata), path)
+        .map_err(|e| PretrainError::data(path, e))
+}
+
 /// Errors of pretraining, naming the file, tensor or setting concerned.
 #[derive(Debug, thiserror::Error)]
 pub enum PretrainError {

@@ -114,7 +114,7 @@ impl TinyOpt {
         if shape.hidden == 0 || shape.layers == 0 || shape.heads == 0 || shape.max_positions == 0 {
             return Err(bad(format!("sizes must be positive: {shape:?}")));
         }
-        if shape.hidden % shape.heads != 0 {
+        if !shape.hidden.is_multiple_of(shape.heads) {
             return Err(bad(format!(
                 "`hidden_size` {} is not divisible by `heads` {}",
                 shape.hidden, shape.heads
@@ -216,8 +216,7 @@ impl TinyOpt {
             .map_err(|e| PretrainError::data(&path, e))?;
         std::fs::write(&path, text).map_err(|e| PretrainError::io(&path, e))?;
         let path = dir.join(model::lm::weights::SINGLE_FILE);
-        candle_core::safetensors::save(&self.state_dict()?, &path)
-            .map_err(PretrainError::tensor(format!("writing {}", path.display())))
+        super::save_safetensors_pt(&self.state_dict()?, &path)
     }
 }
 
