@@ -89,19 +89,22 @@ impl AdamW {
             let Some(g) = grads.get(i).and_then(Option::as_ref) else {
                 continue;
             };
+            // Gradients can carry their own backward graph: detach, or the moments would keep
+            // every step's graph alive.
+            let g = g.detach();
             let theta = p.var.as_tensor();
             let theta = if p.weight_decay != 0.0 {
                 (theta * (1.0 - lr * p.weight_decay))?
             } else {
                 theta.clone()
             };
-            let m = ((&self.m[i] * b1)? + (g * (1.0 - b1))?)?;
+            let m = ((&self.m[i] * b1)? + (&g * (1.0 - b1))?)?;
             let v = ((&self.v[i] * b2)? + (g.sqr()? * (1.0 - b2))?)?;
             let denom = ((v.sqrt()? / bc2.sqrt())? + self.cfg.eps)?;
             let update = ((&m / denom)? * (lr / bc1))?;
             p.var.set(&(theta - update)?)?;
-            self.m[i] = m;
-            self.v[i] = v;
+            self.m[i] = m.detach();
+            self.v[i] = v.detach();
         }
         Ok(())
     }
