@@ -244,6 +244,15 @@ extends = ["tiny"]
 dir = "{0}/w"
 size = "tiny"
 
+[pretrain.vision]
+steps = 2
+batch_size = 4
+
+[pretrain.language]
+steps = 2
+batch_size = 2
+seq_len = 16
+
 [[sweep.tied]]
 "data.synth.seed" = [1, 2]
 "data.synth.dir" = ["{0}/blocker/w1", "{0}/w2"]
@@ -286,7 +295,7 @@ size = "tiny"
     let store = Store::open(&db).unwrap();
     assert_eq!(
         store
-            .count("SELECT COUNT(*) FROM jobs WHERE state = 'done'")
+            .count("SELECT COUNT(*) FROM jobs WHERE state = 'done' AND kind = 'synth'")
             .unwrap(),
         1,
         "the run went on"
@@ -307,9 +316,14 @@ size = "tiny"
     );
     assert_eq!(
         store
-            .count("SELECT COUNT(*) FROM jobs WHERE state = 'done'")
+            .count("SELECT COUNT(*) FROM jobs WHERE state = 'done' AND kind = 'synth'")
             .unwrap(),
         2
     );
-    assert_eq!(store.count("SELECT MAX(attempts) FROM jobs").unwrap(), 2);
+    assert_eq!(
+        store
+            .count("SELECT MAX(attempts) FROM jobs WHERE kind = 'synth'")
+            .unwrap(),
+        2
+    );
 }
