@@ -129,7 +129,7 @@ fn precedence_templates_then_file_then_env_then_set() {
     assert_eq!((t.steps, t.lr, t.warmup_steps), (2, 0.25, 7));
     assert_eq!(
         t.data.len(),
-        2,
+        3,
         "arrays of tables come from the mix template"
     );
     let e = load(Overrides {
