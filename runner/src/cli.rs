@@ -453,13 +453,6 @@ fn cmd_score(args: &ScoreArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn runs_dir(db: &Path) -> PathBuf {
-    db.parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
-}
-
 fn cmd_generate(args: &GenerateArgs, db: &Path) -> Result<ExitCode> {
     let (loaded, plan) = load(&args.file, &args.set)?;
     let req = crate::infer::GenerateRequest {
@@ -468,7 +461,13 @@ fn cmd_generate(args: &GenerateArgs, db: &Path) -> Result<ExitCode> {
         max_new_tokens: args.max_new_tokens,
         num_beams: args.num_beams,
     };
-    let out = crate::infer::generate(&loaded, &plan, args.variant.as_deref(), &runs_dir(db), &req)?;
+    let out = crate::infer::generate(
+        &loaded,
+        &plan,
+        args.variant.as_deref(),
+        &crate::exec::runs_dir(db),
+        &req,
+    )?;
     if args.json {
         emit(&format!("{}\n", serde_json::to_string(&out)?))?;
     } else {

@@ -104,6 +104,14 @@ impl JobContext<'_> {
     }
 }
 
+/// The directory of run artifacts: the database's directory (`runs/` by default).
+pub fn runs_dir(db: &Path) -> PathBuf {
+    db.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
 /// Records the plan in the store (experiment, variants, jobs) in one transaction.
 pub fn record_plan(store: &Store, plan: &Plan) -> Result<()> {
     let jobs: Vec<NewJob> = plan
@@ -147,11 +155,7 @@ pub fn exec(
 ) -> Result<ExecSummary> {
     let store = Store::open(db)?;
     record_plan(&store, plan)?;
-    let runs_dir = db
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."));
+    let runs_dir = runs_dir(db);
 
     let hashes: Vec<String> = plan.jobs.iter().map(|j| j.hash.clone()).collect();
     // A done job whose outputs were deleted or overwritten runs again.
@@ -343,10 +347,7 @@ fn run_job(
     reporter: &Reporter,
 ) -> Result<()> {
     let stage = stages::stage_for(job.kind).context("no stage for job")?;
-    let artifacts =
-        runs_dir
-            .join("jobs")
-            .join(format!("{}-{}", job.kind.as_str(), &job.hash[..12]));
+    let artifacts = backbone::job_dir(runs_dir, job.kind, &job.hash);
     std::fs::create_dir_all(&artifacts)
         .with_context(|| format!("cannot create {}", artifacts.display()))?;
     record_environment(store, &job.hash, &loaded.composed.experiment.device);

@@ -19,11 +19,7 @@ use std::path::{Path, PathBuf};
 /// The directory holding the backbone `which` (`"vision"` or `"language"`) built by the pretrain
 /// job `job_hash` under the runs directory (`<runs>/jobs/pretrain-<hash12>/<which>`).
 pub fn backbone_dir(runs_dir: &Path, job_hash: &str, which: &str) -> PathBuf {
-    let short = &job_hash[..job_hash.len().min(12)];
-    runs_dir
-        .join("jobs")
-        .join(format!("pretrain-{short}"))
-        .join(which)
+    crate::exec::backbone::job_dir(runs_dir, crate::plan::JobKind::Pretrain, job_hash).join(which)
 }
 
 /// Writes `tensors` as a safetensors file with the `{"format": "pt"}` header metadata that HF
