@@ -143,7 +143,7 @@ impl TokenEmbeddings {
         let (Some(special), Some(keep), Some(placement)) =
             (&self.special, &self.keep_rows, &self.placement)
         else {
-            return x.broadcast_matmul(&self.base.t()?);
+            return crate::frozen::matmul_t(x, &self.base);
         };
         let rows = x.elem_count() / self.dim().max(1);
         if rows >= self.dim() {

@@ -17,6 +17,7 @@ pub mod cross_attn;
 pub mod embeddings;
 pub mod error;
 pub mod flamingo;
+pub mod frozen;
 pub mod generate;
 pub mod lm;
 pub mod nn;

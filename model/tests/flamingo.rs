@@ -1024,3 +1024,43 @@ fn model_types_are_send_and_sync() {
     check::<model::FlamingoTokenizer>();
     check::<model::ImageProcessor>();
 }
+
+#[test]
+fn frozen_weights_hold_no_gradient_memory() {
+    // candle's matmul backward leaves a weight-sized gradient for every frozen LM linear in the
+    // GradStore (an untracked leaf is never removed); the frozen matmul leaves none. What the store
+    // holds besides the trainable variables must be activation-sized only.
+    let d = dirs("frozen-grad", "mpt");
+    let m = tiny_model(&d, 1, Some((0.5, 0.5)));
+    let px = pixels(1, 2, 10);
+    let rows = vec![vec![IMG, 5, EOC, IMG, 6, EOC]];
+    let logits = m.forward(&px, &ids(&rows), &ones(1, 6)).unwrap();
+    let targets = Tensor::new(&[5u32, EOC, IMG, 6, EOC], &Device::Cpu).unwrap();
+    let loss = candle_nn::loss::cross_entropy(&logits.i((0, 0..5)).unwrap(), &targets).unwrap();
+    let grads = loss.backward().unwrap();
+    let tv = m.trainable_vars();
+    let trainable: std::collections::HashSet<_> = tv
+        .cross_attn
+        .iter()
+        .chain(&tv.perceiver)
+        .chain(&tv.embeddings)
+        .map(|(_, v)| v.as_tensor().id())
+        .collect();
+    let lm = candle_core::safetensors::load(d.lm.join("model.safetensors"), &Device::Cpu).unwrap();
+    let linear_shapes: Vec<(usize, usize)> = lm
+        .iter()
+        .filter(|(k, t)| t.rank() == 2 && !k.contains("wte"))
+        .map(|(_, t)| t.dims2().unwrap())
+        .flat_map(|(o, i)| [(o, i), (i, o)])
+        .collect();
+    assert!(linear_shapes.len() >= 8, "{linear_shapes:?}");
+    for id in grads.get_ids().filter(|id| !trainable.contains(id)) {
+        let g = grads.get_id(*id).unwrap();
+        if let Ok(shape) = g.dims2() {
+            assert!(
+                !linear_shapes.contains(&shape),
+                "the GradStore holds a weight-shaped gradient {shape:?} for a frozen tensor"
+            );
+        }
+    }
+}

@@ -141,32 +141,7 @@ fn training_throughput() {
     )
     .unwrap();
     let counts = trainer.param_counts();
-    let (warmup, steps) = (2, 8);
-    let (mut secs, mut data_secs, mut flops, mut samples, mut tokens) = (0f64, 0f64, 0f64, 0, 0);
-    for i in 0..warmup + steps {
-        let t0 = Instant::now();
-        let batches = mix.next_step().unwrap();
-        let dt_data = t0.elapsed().as_secs_f64();
-        let f: f64 = batches.iter().map(|b| batch_flops(b, vocab)).sum();
-        let (s, tk): (usize, usize) = batches
-            .iter()
-            .fold((0, 0), |(s, t), b| (s + b.keys.len(), t + b.tokens));
-        let mut once = Some(batches);
-        let t1 = Instant::now();
-        trainer
-            .step(&mut || Ok(once.take().unwrap_or_default()), 1e-4)
-            .unwrap();
-        let dt = t1.elapsed().as_secs_f64();
-        if i >= warmup {
-            secs += dt;
-            data_secs += dt_data;
-            flops += f;
-            samples += s;
-            tokens += tk;
-        }
-    }
     let peak = matmul_peak();
-    let achieved = flops / secs;
     println!(
         "trainable params {} (x-attn {}, perceiver {}, embeddings {}); vision {V_WIDTH}w x{V_LAYERS} @ {IMAGE}px, LM {LM_D}d x{LM_LAYERS}, vocab {vocab}",
         counts.total(),
@@ -174,18 +149,54 @@ fn training_throughput() {
         counts.perceiver,
         counts.embeddings
     );
-    println!(
-        "step: {:.1} ms; {:.1} samples/s, {:.0} tokens/s (non-pad); data prep {:.1} ms/step (own thread in exec)",
-        1e3 * secs / steps as f64,
-        samples as f64 / secs,
-        tokens as f64 / secs,
-        1e3 * data_secs / steps as f64
-    );
-    println!(
-        "model FLOPs/step {:.3} GFLOP; achieved {:.2} GFLOP/s; candle f32 matmul peak {:.2} GFLOP/s; fraction {:.1}%",
-        flops / steps as f64 / 1e9,
-        achieved / 1e9,
-        peak / 1e9,
-        100.0 * achieved / peak
-    );
+    // Side by side in one run: candle's matmul backward for the frozen weights (baseline), then
+    // the frozen matmul that computes no weight gradients.
+    for (label, baseline) in [
+        ("baseline (candle matmul backward)", true),
+        ("frozen matmul", false),
+    ] {
+        model::frozen::use_plain_matmul_baseline(baseline);
+        let (warmup, steps) = (2, 8);
+        let (mut secs, mut data_secs, mut flops, mut samples, mut tokens) =
+            (0f64, 0f64, 0f64, 0, 0);
+        for i in 0..warmup + steps {
+            let t0 = Instant::now();
+            let batches = mix.next_step().unwrap();
+            let dt_data = t0.elapsed().as_secs_f64();
+            let f: f64 = batches.iter().map(|b| batch_flops(b, vocab)).sum();
+            let (s, tk): (usize, usize) = batches
+                .iter()
+                .fold((0, 0), |(s, t), b| (s + b.keys.len(), t + b.tokens));
+            let mut once = Some(batches);
+            let t1 = Instant::now();
+            trainer
+                .step(&mut || Ok(once.take().unwrap_or_default()), 1e-4)
+                .unwrap();
+            let dt = t1.elapsed().as_secs_f64();
+            if i >= warmup {
+                secs += dt;
+                data_secs += dt_data;
+                flops += f;
+                samples += s;
+                tokens += tk;
+            }
+        }
+        let achieved = flops / secs;
+        println!("{label}:");
+        println!(
+            "step: {:.1} ms; {:.1} samples/s, {:.0} tokens/s (non-pad); data prep {:.1} ms/step (own thread in exec)",
+            1e3 * secs / steps as f64,
+            samples as f64 / secs,
+            tokens as f64 / secs,
+            1e3 * data_secs / steps as f64
+        );
+        println!(
+            "model FLOPs/step {:.3} GFLOP; achieved {:.2} GFLOP/s; candle f32 matmul peak {:.2} GFLOP/s; fraction {:.1}%",
+            flops / steps as f64 / 1e9,
+            achieved / 1e9,
+            peak / 1e9,
+            100.0 * achieved / peak
+        );
+    }
+    model::frozen::use_plain_matmul_baseline(false);
 }

@@ -660,7 +660,7 @@ impl DecoderLm {
     pub fn logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let h = self.body.finish(x)?;
         let logits = match &self.head {
-            Some(w) => h.broadcast_matmul(&w.t()?)?,
+            Some(w) => crate::frozen::matmul_t(&h, w)?,
             None => self.embeddings.tied_logits(&h)?,
         };
         match self.logit_scale {

@@ -1,25 +1,32 @@
 //! Differentiable building blocks shared by the LM families (no fused candle kernels: they have no backward).
 
 use candle_core::{D, Result, Tensor};
-use candle_nn::Module;
 
 /// Additive value of a masked attention logit: HF's `torch.finfo(float32).min`. Finite, so fully masked rows
 /// (padding queries) give a uniform softmax instead of NaN.
 pub const MASK_VALUE: f32 = f32::MIN;
 
-/// A linear layer `y = x Wᵀ + b` with HF weight layout `(out, in)`.
+/// A linear layer `y = x Wᵀ + b` with HF weight layout `(out, in)`. A frozen weight gets no gradient
+/// (see [`crate::frozen`]).
 #[derive(Debug, Clone)]
-pub struct Linear(candle_nn::Linear);
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
 
 impl Linear {
     /// Wraps a weight `(out, in)` and optional bias `(out)`.
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self(candle_nn::Linear::new(weight, bias))
+        Self { weight, bias }
     }
 
     /// Applies the layer to `(.., in)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.0.forward(x)
+        let y = crate::frozen::matmul_t(x, &self.weight)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
     }
 }
 
