@@ -31,15 +31,15 @@ pub fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op2(&w, FrozenMatmulT)
 }
 
+/// Storage layouts of both operands, `(b, m, n, k)` and the output shape.
+type MatmulPlan = (Layout, Layout, (usize, usize, usize, usize), Shape);
+
 /// The custom op: forward is candle's storage matmul, backward is `grad @ w` for `x` only.
 struct FrozenMatmulT;
 
 impl FrozenMatmulT {
     /// Layouts and sizes of `x (m, k)` against `wᵀ (k, n)`, checking the shapes.
-    fn plan(
-        l1: &Layout,
-        l2: &Layout,
-    ) -> Result<(Layout, Layout, (usize, usize, usize, usize), Shape)> {
+    fn plan(l1: &Layout, l2: &Layout) -> Result<MatmulPlan> {
         let x_dims = l1.dims();
         let (n, k_w) = l2.shape().dims2()?;
         let Some((&k, batch)) = x_dims.split_last() else {
@@ -107,7 +107,7 @@ mod tests {
     use candle_core::{Device, Var};
 
     fn data(n: usize, seed: f32) -> Vec<f32> {
-        (0..n).map(|i| ((i as f32 * 0.37 + seed).sin())).collect()
+        (0..n).map(|i| (i as f32 * 0.37 + seed).sin()).collect()
     }
 
     #[test]
