@@ -70,6 +70,12 @@ fn reduced_default_run_exec_report_plot() {
     assert!(count("SELECT COUNT(*) FROM predictions") >= 2 * 7 * 2 * 2 * 3);
     assert!(count("SELECT COUNT(*) FROM train_metrics WHERE loss IS NOT NULL") > 0);
     assert!(dir.join("runs/world/manifest.json").is_file());
+    // The default runs two jobs at once (`jobs = 2`): both workers claimed jobs.
+    assert_eq!(
+        count("SELECT COUNT(DISTINCT owner) FROM job_events WHERE owner IS NOT NULL"),
+        2,
+        "{stdout}"
+    );
 
     // Running it again does nothing: every job is done.
     let again = runner(dir, &args);

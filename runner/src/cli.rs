@@ -50,12 +50,12 @@ pub struct ExecArgs {
     /// Run only the training side (synth, pretrain, train) or only the eval cells.
     #[arg(long, value_parser = ["train", "eval"])]
     pub only: Option<String>,
-    /// Stop at the first failed job.
+    /// Stop at the first failed job (jobs already running on other workers finish).
     #[arg(long)]
     pub fail_fast: bool,
-    /// Jobs run at once.
-    #[arg(long, default_value_t = 1)]
-    pub jobs: usize,
+    /// Jobs run at once (default: the experiment's `jobs`, else 1).
+    #[arg(long)]
+    pub jobs: Option<usize>,
 }
 
 /// Arguments of `runner plan`.
@@ -338,7 +338,7 @@ fn cmd_exec(args: &ExecArgs, db: &Path) -> Result<ExitCode> {
             .as_deref()
             .map(|o| if o == "eval" { Only::Eval } else { Only::Train }),
         fail_fast: args.fail_fast,
-        jobs: args.jobs,
+        jobs: args.jobs.or(loaded.composed.experiment.jobs).unwrap_or(1),
         lease_ttl: std::env::var("RUNNER_LEASE_SECS")
             .ok()
             .and_then(|s| s.parse::<u64>().ok())

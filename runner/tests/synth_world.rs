@@ -151,7 +151,7 @@ fn manifest_matches_summary() {
     let (dir, summary) = (&world.dir, &world.summary);
     let manifest = json(&dir.join("manifest.json"));
     assert_eq!(manifest, serde_json::to_value(summary).unwrap());
-    assert_eq!(manifest["format_version"], 1);
+    assert_eq!(manifest["format_version"], 2);
     assert_eq!(manifest["seed"], 7);
     assert_eq!(manifest["size"], "tiny");
     let counts = WorldSize::Tiny.counts();
@@ -484,7 +484,11 @@ fn corpus_is_plain_text_lines() {
     let text = std::fs::read_to_string(dir.join(path(summary, "text.corpus"))).unwrap();
     assert_eq!(text.lines().count(), count(summary, "text.lines"));
     assert!(text.lines().all(|l| !l.trim().is_empty()));
-    assert!(text.contains("question: "));
+    // The evaluation prompt formats, which the frozen LM must know before Flamingo training.
+    assert!(text.contains("Question:"));
+    assert!(text.contains(" Short answer:"));
+    assert!(text.lines().any(|l| l.starts_with("Output:")));
+    assert!(text.contains("Is it hateful? Answer:"));
 }
 
 #[test]

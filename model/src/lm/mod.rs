@@ -162,6 +162,8 @@ pub struct AttnCtx {
     pub past_len: usize,
     /// Position-id rule of rotary families (OPT and MPT derive theirs from the mask as HF always does).
     pub positions: PositionRule,
+    /// Added to every position id (see [`AttnCtx::with_position_offset`]).
+    position_offset: usize,
     memo: Memo,
 }
 
@@ -184,6 +186,7 @@ impl AttnCtx {
             attention_mask,
             past_len,
             positions: PositionRule::FromMask,
+            position_offset: 0,
             memo: Memo::default(),
         }
     }
@@ -194,8 +197,17 @@ impl AttnCtx {
             attention_mask,
             past_len,
             positions: PositionRule::Sequential,
+            position_offset: 0,
             memo: Memo::default(),
         }
+    }
+
+    /// Shifts every position id by `offset`. LM pretraining on short windows uses it so that every
+    /// learned position, not just the first window's, is trained (long few-shot prompts need them).
+    pub fn with_position_offset(mut self, offset: usize) -> Self {
+        self.position_offset = offset;
+        self.memo = Memo::default();
+        self
     }
 
     /// A context without padding for `b` sequences of `t` new tokens after `past_len` cached ones.
@@ -312,7 +324,8 @@ impl AttnCtx {
         t: usize,
     ) -> candle_core::Result<Vec<Vec<f32>>> {
         let rows = self.mask_rows(b, t)?;
-        Ok(match self.positions {
+        let shift = self.position_offset as f32;
+        let mut pos: Vec<Vec<f32>> = match self.positions {
             PositionRule::Sequential => (0..b)
                 .map(|_| {
                     (self.past_len..self.past_len + t)
@@ -334,7 +347,11 @@ impl AttnCtx {
                     all[self.past_len..].to_vec()
                 })
                 .collect(),
-        })
+        };
+        if shift != 0.0 {
+            pos.iter_mut().flatten().for_each(|p| *p += shift);
+        }
+        Ok(pos)
     }
 
     /// OPT learned-position indices `(B, T)`: `cumsum(mask)·mask - 1 + 2` (HF `OPTLearnedPositionalEmbedding`).
@@ -346,7 +363,7 @@ impl AttnCtx {
             for (s, &m) in row.iter().enumerate() {
                 cum += m;
                 if s >= self.past_len {
-                    out.push((cum * m - 1.0 + 2.0) as u32);
+                    out.push((cum * m - 1.0 + 2.0) as u32 + self.position_offset as u32);
                 }
             }
         }
@@ -364,7 +381,7 @@ impl AttnCtx {
                     pads += 1;
                 }
                 if s >= self.past_len {
-                    out.push((s as i64 - pads).max(0) as u32);
+                    out.push((s as i64 - pads).max(0) as u32 + self.position_offset as u32);
                 }
             }
         }
@@ -782,4 +799,21 @@ fn seeded_normal(n: usize, std: f64, seed: u64) -> Vec<f32> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn position_offset_shifts_every_family_rule() -> candle_core::Result<()> {
+        let ctx = AttnCtx::unpadded(1, 3, 0, &Device::Cpu)?;
+        let shifted = ctx.clone().with_position_offset(5);
+        assert_eq!(ctx.opt_positions(1, 3)?, vec![2, 3, 4]);
+        assert_eq!(shifted.opt_positions(1, 3)?, vec![7, 8, 9]);
+        assert_eq!(shifted.mpt_positions(1, 3)?, vec![5, 6, 7]);
+        assert_eq!(shifted.rotary_positions(1, 3)?, vec![vec![5.0, 6.0, 7.0]]);
+        Ok(())
+    }
 }

@@ -165,7 +165,12 @@ pub fn attention(
         Scale::DivScores(d) => (scores / d)?,
     };
     let scores = scores.broadcast_add(bias)?;
-    let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+    // The fused kernel (one pass instead of five) has no backward: only where no gradient flows.
+    let probs = if scores.track_op() {
+        candle_nn::ops::softmax(&scores, D::Minus1)?
+    } else {
+        candle_nn::ops::softmax_last_dim(&scores.contiguous()?)?
+    };
     probs.matmul(&v.contiguous()?)
 }
 

@@ -19,6 +19,10 @@ pub struct Experiment {
     /// `cpu`, `cuda` or `cuda:N`.
     #[serde(default = "default_device")]
     pub device: String,
+    /// How many jobs `runner exec` runs at once when `--jobs` is not given (default 1). On a CPU
+    /// with one candle thread per job, one job per core is fastest; enters no job hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<usize>,
     /// The Flamingo model: backbones, cross-attention interval, special embeddings.
     pub model: ModelConfig,
     /// Data the experiment generates itself (the synthetic world).

@@ -27,6 +27,9 @@ pub fn validate(exp: &Experiment) -> Vec<ConfigError> {
             ),
         );
     }
+    if exp.jobs == Some(0) {
+        err("jobs", "must be at least 1".into());
+    }
 
     // Backbones: a preset built by a pretrain stage, or a directory on disk.
     let m = &exp.model;

@@ -59,7 +59,7 @@ pub struct Batch {
     pub kind: SourceKind,
     /// The source's loss weight.
     pub loss_weight: f64,
-    /// `(B, T)` u32 token ids, right-padded (pairs: to the longest row; otherwise to `max_tokens`).
+    /// `(B, T)` u32 token ids, right-padded to the batch's longest row.
     pub input_ids: Tensor,
     /// `(B, T)` u32: 1 for tokens, 0 for padding.
     pub attention_mask: Tensor,
@@ -339,10 +339,10 @@ impl SourceBatcher {
     /// Pads, masks and stacks accepted samples.
     fn assemble(&self, rows: Vec<Prepared>, flip: bool) -> candle_core::Result<Batch> {
         let b = rows.len();
-        let t = match self.spec.kind {
-            SourceKind::Pairs => rows.iter().map(|r| r.ids.len()).max().unwrap_or(0),
-            _ => self.spec.max_tokens,
-        };
+        // The reference pads interleaved text to `max_tokens` (256). Right padding is masked out of
+        // the loss and never attended by a real token (causal attention), so padding every kind to
+        // its longest row computes the same loss and gradients, without the wasted pad positions.
+        let t = rows.iter().map(|r| r.ids.len()).max().unwrap_or(0);
         let special = SpecialIds {
             pad: self.tokenizer.pad_id(),
             image: self.tokenizer.image_id(),

@@ -322,7 +322,14 @@ fn worker(
                 claimed = Some(job);
                 break;
             }
+            // Another worker claimed it after our status snapshot: its dependants may wait on it.
+            waiting = true;
         }
+        // A job running anywhere may unblock a pending one (also one whose dependency is still
+        // pending behind it), so stop only when nothing runs.
+        waiting |= statuses
+            .values()
+            .any(|s| s.state == JobState::Running && !s.lease_expired);
         match claimed {
             Some(job) => run_job(
                 job, plan, loaded, &store, &owner, db, runs_dir, opts, shared, reporter,

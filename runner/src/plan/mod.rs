@@ -18,7 +18,7 @@ use hash::{hash_json, sha256_file};
 
 /// Bumped when a stage's code changes what it produces, so old results are not reused.
 pub const STAGE_VERSIONS: [(&str, u32); 4] =
-    [("synth", 1), ("pretrain", 1), ("train", 1), ("eval", 1)];
+    [("synth", 2), ("pretrain", 2), ("train", 1), ("eval", 1)];
 
 fn stage_version(kind: &str) -> u32 {
     STAGE_VERSIONS
@@ -123,6 +123,8 @@ pub fn plan(loaded: &Loaded) -> Plan {
     let mut identity = serde_json::to_value(&loaded.composed.experiment).unwrap_or(Value::Null);
     if let Value::Object(m) = &mut identity {
         m.remove("description");
+        // How many jobs run at once changes no result.
+        m.remove("jobs");
     }
     Plan {
         name: loaded.composed.experiment.name.clone(),

@@ -127,10 +127,16 @@ fn batch(
     ))
 }
 
-/// Mean next-token cross-entropy of `lm` on `ids` against `targets` (both `(B, T)`, no padding).
-pub fn lm_loss(lm: &DecoderLm, ids: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
+/// Mean next-token cross-entropy of `lm` on `ids` against `targets` (both `(B, T)`, no padding),
+/// with positions starting at `position_offset`.
+pub fn lm_loss(
+    lm: &DecoderLm,
+    ids: &Tensor,
+    targets: &Tensor,
+    position_offset: usize,
+) -> candle_core::Result<Tensor> {
     let (b, t) = ids.dims2()?;
-    let ctx = AttnCtx::unpadded(b, t, 0, ids.device())?;
+    let ctx = AttnCtx::unpadded(b, t, 0, ids.device())?.with_position_offset(position_offset);
     let logits = lm.forward(ids, &ctx, None)?;
     let v = logits.dim(D::Minus1)?;
     candle_nn::loss::cross_entropy(&logits.reshape((b * t, v))?, &targets.flatten_all()?)
@@ -203,8 +209,15 @@ pub fn pretrain_language(
         let what = format!("language pretraining step {}", step + 1);
         let (ids, targets) =
             batch(&stream, &mut rng, b, t, device).map_err(PretrainError::tensor(what.clone()))?;
-        let loss =
-            lm_loss(&model.lm, &ids, &targets).map_err(PretrainError::tensor(what.clone()))?;
+        // Half the windows start at position 0, the others anywhere, so that positions past
+        // `seq_len` are trained too: few-shot prompts run to hundreds of tokens.
+        let offset = if rng.random_bool(0.5) {
+            0
+        } else {
+            rng.random_range(0..=(cfg.max_positions - cfg.seq_len) as usize)
+        };
+        let loss = lm_loss(&model.lm, &ids, &targets, offset)
+            .map_err(PretrainError::tensor(what.clone()))?;
         let grads = loss
             .backward()
             .map_err(PretrainError::tensor(what.clone()))?;

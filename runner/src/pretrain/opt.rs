@@ -246,7 +246,7 @@ mod tests {
         let ids = Tensor::new(&[[1u32, 5, 7, 9, 2, 0], [3, 3, 8, 39, 1, 4]], &dev).map_err(err)?;
         let targets = Tensor::new(&[[5u32, 7, 9, 2, 0, 6], [3, 8, 39, 1, 4, 4]], &dev)
             .map_err(PretrainError::tensor("test"))?;
-        let loss = super::super::language::lm_loss(&m.lm, &ids, &targets)
+        let loss = super::super::language::lm_loss(&m.lm, &ids, &targets, 0)
             .map_err(PretrainError::tensor("loss"))?;
         let grads = loss.backward().map_err(PretrainError::tensor("backward"))?;
         for (name, var) in &m.vars {

@@ -1,6 +1,6 @@
 //! The plain-text corpus (`text/corpus.txt`) for pretraining the tiny LM and its BPE tokenizer:
 //! training-split text only (captions in all styles, questions with answers, meme texts,
-//! interleaved sentences) plus sentences of world knowledge, one per line.
+//! interleaved sentences; the evaluation tasks' prompt formats included) plus sentences of world knowledge, one per line.
 
 use super::language::knowledge_fact;
 use super::output::OutDir;
@@ -30,9 +30,24 @@ impl Corpus {
         }
     }
 
-    /// Adds a question and its answer as one line.
+    /// Adds a question and its answer as one line, in OpenFlamingo's VQA prompt format (the LM
+    /// stays frozen in Flamingo training, so it must already know how such text continues, as
+    /// real pretrained LMs do).
     pub fn qa(&mut self, question: &str, answer: &str) {
-        self.push(format!("question: {question} answer: {answer}"));
+        self.push(format!("Question:{question} Short answer:{answer}"));
+    }
+
+    /// Adds a caption in OpenFlamingo's captioning prompt format.
+    pub fn caption(&mut self, caption: &str) {
+        self.push(format!("Output:{caption}"));
+    }
+
+    /// Adds a meme text and its label in OpenFlamingo's HatefulMemes prompt format.
+    pub fn meme(&mut self, text: &str, hateful: bool) {
+        let answer = if hateful { "yes" } else { "no" };
+        self.push(format!(
+            "is an image with: '{text}' written on it. Is it hateful? Answer:{answer}"
+        ));
     }
 
     /// Appends the knowledge sentences and writes the corpus.

@@ -51,7 +51,7 @@ pub fn write_hateful(
         for (id, img, m, rel, bytes) in rendered {
             out.write(&rel, &bytes)?;
             if split == "train" {
-                corpus.push(m.text.clone());
+                corpus.meme(&m.text, m.label == 1);
             }
             lines.push(Line {
                 id,

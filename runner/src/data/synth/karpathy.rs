@@ -171,7 +171,9 @@ pub fn write_coco(
         let filename = coco_file_name(dir, cocoid);
         out.write(&rel, &bytes)?;
         if split == "train" {
-            corpus.extend(captions.iter().cloned());
+            for c in &captions {
+                corpus.caption(c);
+            }
         }
         if dir == "val2014" {
             gt_images.push(CocoImage {
@@ -268,7 +270,9 @@ pub fn write_flickr(
         let filename = format!("{stem}.jpg");
         out.write(&rel, &bytes)?;
         if split == "train" {
-            corpus.extend(captions.iter().cloned());
+            for c in &captions {
+                corpus.caption(c);
+            }
         }
         gt_images.push(CocoImage {
             id: stem.clone(),

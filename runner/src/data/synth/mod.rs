@@ -57,7 +57,7 @@ use serde::Serialize;
 use output::OutDir;
 
 /// Version of the on-disk layout written by [`write_world`]; bump on any layout change.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Errors while generating or writing the synthetic world.
 #[derive(Debug, thiserror::Error)]
