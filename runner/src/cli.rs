@@ -251,6 +251,17 @@ fn cmd_data_check(args: &CheckArgs) -> Result<ExitCode> {
     for p in &report.problems {
         eprintln!("  {p}");
     }
+    if let Some(synth) = &loaded.composed.experiment.data.synth {
+        let dir = Path::new(&synth.dir);
+        if !dir.join("manifest.json").is_file() {
+            eprintln!(
+                "note: the synthetic world {} is not written yet; `runner exec` writes it first \
+                 (or `runner data synth {}`), so files under it are expected to be missing now",
+                dir.display(),
+                dir.display()
+            );
+        }
+    }
     Ok(ExitCode::FAILURE)
 }
 

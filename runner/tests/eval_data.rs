@@ -1026,3 +1026,24 @@ fn rices_timing_at_coco_scale() {
         q as f64 / dt
     );
 }
+
+#[test]
+fn data_check_before_exec_says_the_synthetic_world_is_not_written_yet() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments/frozen_embeddings.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_runner"))
+        .current_dir(dir.path())
+        .args(["data", "check"])
+        .arg(&exp)
+        .env_remove("RUNNER_DB")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(
+            "the synthetic world runs/world is not written yet; `runner exec` writes it first"
+        ),
+        "{err}"
+    );
+}
