@@ -706,16 +706,21 @@ fn rank_scores_shared_cache_mode() {
     assert!((got[0][1] - want1).abs() < 1e-4, "{} vs {want1}", got[0][1]);
 }
 
-#[test]
-fn every_trainable_tensor_gets_a_gradient() {
-    let d = dirs("grad", "mpt");
-    let m = tiny_model(&d, 1, Some((0.5, 0.5)));
+/// Gradients of the next-token loss on a two-image interleaved row.
+fn interleaved_loss_grads(m: &Flamingo) -> candle_core::backprop::GradStore {
     let px = pixels(1, 2, 10);
     let rows = vec![vec![IMG, 5, EOC, IMG, 6, EOC]];
     let logits = m.forward(&px, &ids(&rows), &ones(1, 6)).unwrap();
     let targets = Tensor::new(&[5u32, EOC, IMG, 6, EOC], &Device::Cpu).unwrap();
     let loss = candle_nn::loss::cross_entropy(&logits.i((0, 0..5)).unwrap(), &targets).unwrap();
-    let grads = loss.backward().unwrap();
+    loss.backward().unwrap()
+}
+
+#[test]
+fn every_trainable_tensor_gets_a_gradient() {
+    let d = dirs("grad", "mpt");
+    let m = tiny_model(&d, 1, Some((0.5, 0.5)));
+    let grads = interleaved_loss_grads(&m);
     let tv = m.trainable_vars();
     for (name, var) in tv
         .cross_attn
@@ -735,9 +740,7 @@ fn every_trainable_tensor_gets_a_gradient() {
     }
     // At initialisation (gates 0) the gates themselves still get a gradient.
     let m0 = tiny_model(&d, 1, None);
-    let logits = m0.forward(&px, &ids(&rows), &ones(1, 6)).unwrap();
-    let loss = candle_nn::loss::cross_entropy(&logits.i((0, 0..5)).unwrap(), &targets).unwrap();
-    let grads = loss.backward().unwrap();
+    let grads = interleaved_loss_grads(&m0);
     for (name, var) in m0
         .trainable_vars()
         .cross_attn
@@ -1032,12 +1035,7 @@ fn frozen_weights_hold_no_gradient_memory() {
     // holds besides the trainable variables must be activation-sized only.
     let d = dirs("frozen-grad", "mpt");
     let m = tiny_model(&d, 1, Some((0.5, 0.5)));
-    let px = pixels(1, 2, 10);
-    let rows = vec![vec![IMG, 5, EOC, IMG, 6, EOC]];
-    let logits = m.forward(&px, &ids(&rows), &ones(1, 6)).unwrap();
-    let targets = Tensor::new(&[5u32, EOC, IMG, 6, EOC], &Device::Cpu).unwrap();
-    let loss = candle_nn::loss::cross_entropy(&logits.i((0, 0..5)).unwrap(), &targets).unwrap();
-    let grads = loss.backward().unwrap();
+    let grads = interleaved_loss_grads(&m);
     let tv = m.trainable_vars();
     let trainable: std::collections::HashSet<_> = tv
         .cross_attn
