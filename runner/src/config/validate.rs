@@ -121,10 +121,10 @@ pub fn validate(exp: &Experiment) -> Vec<ConfigError> {
             .is_some_and(|d| Path::new(p).starts_with(d))
     };
 
-    if let Some(s) = &exp.data.synth {
-        if s.dir.trim().is_empty() {
-            err("data.synth.dir", "must not be empty".into());
-        }
+    if let Some(s) = &exp.data.synth
+        && s.dir.trim().is_empty()
+    {
+        err("data.synth.dir", "must not be empty".into());
     }
 
     if let Some(v) = &exp.pretrain.vision {

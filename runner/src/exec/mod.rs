@@ -312,11 +312,12 @@ fn worker(
                 .filter(|s| s.state == JobState::Running)
                 .and_then(|s| s.lease_owner.clone())
                 .filter(|o| lease::is_dead_local(o));
-            if let Some(s) = st.filter(|s| s.state == JobState::Running && !s.lease_expired) {
-                if stale_owner.is_none() && s.lease_owner.as_deref() != Some(owner.as_str()) {
-                    waiting = true; // another live process runs it
-                    continue;
-                }
+            if let Some(s) = st.filter(|s| s.state == JobState::Running && !s.lease_expired)
+                && stale_owner.is_none()
+                && s.lease_owner.as_deref() != Some(owner.as_str())
+            {
+                waiting = true; // another live process runs it
+                continue;
             }
             if store.try_claim(&job.hash, &owner, opts.lease_ttl, stale_owner.as_deref())? {
                 claimed = Some(job);

@@ -118,16 +118,16 @@ impl JobProgress {
             }
             None => {
                 // A line every few seconds, and at the end.
-                if let Ok(mut last) = self.last_line.lock() {
-                    if last.elapsed() >= Duration::from_secs(5) || pos == len {
-                        let secs = self.started.elapsed().as_secs_f64().max(1e-9);
-                        println!(
-                            "  {}: {pos}/{len} {unit} ({:.1}/s) {msg}",
-                            self.label,
-                            pos as f64 / secs
-                        );
-                        *last = Instant::now();
-                    }
+                if let Ok(mut last) = self.last_line.lock()
+                    && (last.elapsed() >= Duration::from_secs(5) || pos == len)
+                {
+                    let secs = self.started.elapsed().as_secs_f64().max(1e-9);
+                    println!(
+                        "  {}: {pos}/{len} {unit} ({:.1}/s) {msg}",
+                        self.label,
+                        pos as f64 / secs
+                    );
+                    *last = Instant::now();
                 }
             }
         }
