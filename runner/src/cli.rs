@@ -253,7 +253,7 @@ fn cmd_data_check(args: &CheckArgs) -> Result<ExitCode> {
     }
     if let Some(synth) = &loaded.composed.experiment.data.synth {
         let dir = Path::new(&synth.dir);
-        if !dir.join("manifest.json").is_file() {
+        if !dir.join(crate::data::synth::MANIFEST_PATH).is_file() {
             eprintln!(
                 "note: the synthetic world {} is not written yet; `runner exec` writes it first \
                  (or `runner data synth {}`), so files under it are expected to be missing now",
@@ -443,7 +443,7 @@ fn cmd_synth(args: &SynthArgs) -> Result<ExitCode> {
     }
     out.push_str(&format!(
         "layout: {}\n",
-        args.dir.join("manifest.json").display()
+        args.dir.join(crate::data::synth::MANIFEST_PATH).display()
     ));
     emit(&out)?;
     Ok(ExitCode::SUCCESS)

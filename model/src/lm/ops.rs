@@ -1,4 +1,5 @@
-//! Differentiable building blocks shared by the LM families (no fused candle kernels: they have no backward).
+//! Differentiable building blocks shared by the LM families (fused candle kernels have no backward, so
+//! they serve only where no gradient flows).
 
 use candle_core::{D, Result, Tensor};
 
@@ -166,11 +167,7 @@ pub fn attention(
     };
     let scores = scores.broadcast_add(bias)?;
     // The fused kernel (one pass instead of five) has no backward: only where no gradient flows.
-    let probs = if scores.track_op() {
-        candle_nn::ops::softmax(&scores, D::Minus1)?
-    } else {
-        candle_nn::ops::softmax_last_dim(&scores.contiguous()?)?
-    };
+    let probs = crate::nn::softmax_last_t(&scores, !scores.track_op())?;
     probs.matmul(&v.contiguous()?)
 }
 

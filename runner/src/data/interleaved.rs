@@ -12,7 +12,8 @@
 //! 4. keep the first `max_images` (6) pairs in ascending image index;
 //! 5. prefix each matched sentence with `<|endofchunk|><image>`, join sentences with `" "`, apply
 //!    the whitespace rules ([`super::prepared::clean_chunks`]), append `<|endofchunk|>{eos}`;
-//! 6. tokenize with truncation to `max_tokens` (256; the batcher right-pads to the batch's longest row, which the masked loss cannot tell from padding to 256);
+//! 6. tokenize with truncation to `max_tokens` (256; the batcher right-pads to the batch's longest
+//!    row, which the masked loss cannot tell from padding to 256);
 //! 7. reject if fewer than `min_images` (1) `<image>` tokens survived truncation; reject a
 //!    single-image document with probability 0.5 (a seeded draw per sample); reject it as well if
 //!    its only `<image>` is the very last token.

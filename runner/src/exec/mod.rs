@@ -295,16 +295,9 @@ fn worker(
             {
                 continue;
             }
-            // Dependencies: all done, else blocked (failed/unavailable) or wait (running elsewhere).
-            let deps_done = job.deps.iter().all(|d| state(d) == JobState::Done);
-            if !deps_done {
-                let dep_live = job.deps.iter().any(|d| {
-                    let running = statuses
-                        .get(d)
-                        .is_some_and(|s| s.state == JobState::Running && !s.lease_expired);
-                    running && !failed_here.contains(d)
-                });
-                waiting |= dep_live;
+            // Dependencies not all done: blocked (failed/unavailable), or waiting on a running job,
+            // which the check after the loop sees.
+            if !job.deps.iter().all(|d| state(d) == JobState::Done) {
                 continue;
             }
             let st = statuses.get(&job.hash);
@@ -316,8 +309,7 @@ fn worker(
                 && stale_owner.is_none()
                 && s.lease_owner.as_deref() != Some(owner.as_str())
             {
-                waiting = true; // another live process runs it
-                continue;
+                continue; // another live process runs it
             }
             if store.try_claim(&job.hash, &owner, opts.lease_ttl, stale_owner.as_deref())? {
                 claimed = Some(job);

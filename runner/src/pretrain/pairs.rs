@@ -61,7 +61,7 @@ impl Pairs {
 
 /// The shard files of the world's `laion.shards` entry in `manifest.json`.
 pub fn laion_shards(world: &Path) -> Result<Vec<PathBuf>, PretrainError> {
-    let manifest = world.join("manifest.json");
+    let manifest = world.join(crate::data::synth::MANIFEST_PATH);
     let text = std::fs::read_to_string(&manifest).map_err(|e| PretrainError::io(&manifest, e))?;
     let v: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| PretrainError::data(&manifest, e))?;

@@ -1,6 +1,7 @@
 //! The plain-text corpus (`text/corpus.txt`) for pretraining the tiny LM and its BPE tokenizer:
 //! training-split text only (captions in all styles, questions with answers, meme texts,
-//! interleaved sentences; the evaluation tasks' prompt formats included) plus sentences of world knowledge, one per line.
+//! interleaved sentences; the evaluation tasks' prompt formats included) plus sentences of world
+//! knowledge, one per line.
 
 use super::language::knowledge_fact;
 use super::output::OutDir;

@@ -59,6 +59,9 @@ use output::OutDir;
 /// Version of the on-disk layout written by [`write_world`]; bump on any layout change.
 pub const FORMAT_VERSION: u32 = 2;
 
+/// Relative path of the world's manifest (written after every other file).
+pub const MANIFEST_PATH: &str = "manifest.json";
+
 /// Errors while generating or writing the synthetic world.
 #[derive(Debug, thiserror::Error)]
 pub enum SynthError {
@@ -357,7 +360,7 @@ pub fn write_world(dir: &Path, opts: &SynthOptions) -> Result<WorldSummary, Synt
 
     summary.files = out.files;
     summary.bytes = out.bytes;
-    out.json("manifest.json", &summary)?;
+    out.json(MANIFEST_PATH, &summary)?;
     Ok(summary)
 }
 
