@@ -162,6 +162,18 @@ const CASES: &[Case] = &[
         message: "at least 1",
     },
     Case {
+        what: "long rows longer than the positions",
+        toml: "[pretrain.language]\nlong_seq_len = 2048\n",
+        key: "pretrain.language.long_seq_len",
+        message: "exceeds max_positions 1024",
+    },
+    Case {
+        what: "zero long period",
+        toml: "[pretrain.language]\nlong_every = 0\n",
+        key: "pretrain.language.long_every",
+        message: "at least 1",
+    },
+    Case {
         what: "bad device",
         toml: "device = \"tpu\"\n",
         key: "device",

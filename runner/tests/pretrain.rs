@@ -48,9 +48,55 @@ fn language_cfg() -> PretrainLanguage {
         steps: 40,
         batch_size: 8,
         seq_len: 32,
+        // Every 4th step: 4 rows of 64 tokens (the same 256 tokens).
+        long_seq_len: Some(64),
+        long_every: Some(4),
         lr: 5e-3,
         seed: 0,
     }
+}
+
+#[test]
+fn long_steps_keep_the_token_budget_and_are_checked() {
+    let cfg = language_cfg();
+    let shapes: Vec<_> = (0..8).map(|s| cfg.step_shape(s)).collect();
+    assert_eq!(
+        shapes,
+        [
+            (8, 32),
+            (8, 32),
+            (8, 32),
+            (4, 64),
+            (8, 32),
+            (8, 32),
+            (8, 32),
+            (4, 64)
+        ]
+    );
+    let plain = PretrainLanguage {
+        long_seq_len: None,
+        ..language_cfg()
+    };
+    assert!((0..8).all(|s| plain.step_shape(s) == (8, 32)));
+
+    let tmp = tempfile::tempdir().unwrap();
+    let world = tiny_world(tmp.path());
+    let too_long = PretrainLanguage {
+        long_seq_len: Some(65),
+        ..language_cfg()
+    };
+    let err = pretrain_language(
+        &too_long,
+        &world,
+        &tmp.path().join("language"),
+        &Device::Cpu,
+        &mut |_: &StepReport| {},
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("`long_seq_len` 65 exceeds"),
+        "{err}"
+    );
 }
 
 fn mean(xs: &[f64]) -> f64 {

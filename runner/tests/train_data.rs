@@ -325,10 +325,11 @@ fn interleaved_placement_text_order_and_masks() {
     let mask = row_u32(&batch.attention_mask, 0);
     assert_eq!(mask.iter().filter(|&&m| m == 1).count(), used);
     assert!(mask[..used].iter().all(|&m| m == 1));
-    assert_eq!(batch.images.dims(), &[1, 6, 3, 2, 2]);
+    // Two real images: the batch keeps two slots, not `max_images` (6).
+    assert_eq!(batch.images.dims(), &[1, 2, 3, 2, 2]);
     assert_eq!(batch.image_counts, vec![2]);
-    let order: Vec<u32> = (0..6).map(|k| image_id(&batch.images, 0, k)).collect();
-    assert_eq!(order, vec![20, 10, 0, 0, 0, 0]);
+    let order: Vec<u32> = (0..2).map(|k| image_id(&batch.images, 0, k)).collect();
+    assert_eq!(order, vec![20, 10]);
     assert_eq!(
         tok.decode(&ids[..used], false).unwrap(),
         "Intro line.<image>A red cat.<|endofchunk|><image>A blue dog. Some filler. A green tree.\

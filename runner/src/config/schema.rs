@@ -267,11 +267,42 @@ pub struct PretrainLanguage {
     pub batch_size: i64,
     /// Tokens per sequence.
     pub seq_len: i64,
+    /// Tokens per sequence of the long steps (none when absent): every `long_every`-th step
+    /// trains on rows this long, as many as keep `batch_size x seq_len` tokens (at least one),
+    /// so that the LM learns to attend over contexts as long as many-shot prompts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_seq_len: Option<i64>,
+    /// Period of the long steps (default 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub long_every: Option<i64>,
     /// Learning rate.
     pub lr: f64,
     /// Seed.
     #[serde(default)]
     pub seed: u64,
+}
+
+impl PretrainLanguage {
+    /// Rows and tokens per row of step `step` (0-based): the long shape on every
+    /// `long_every`-th step when `long_seq_len` is set, else `batch_size x seq_len`.
+    pub fn step_shape(&self, step: u64) -> (usize, usize) {
+        let (b, t) = (
+            self.batch_size.max(1) as usize,
+            self.seq_len.max(1) as usize,
+        );
+        match self.long_seq_len {
+            Some(long) if long > 0 => {
+                let every = self.long_every.unwrap_or(4).max(1) as u64;
+                if (step + 1).is_multiple_of(every) {
+                    let long = long as usize;
+                    ((b * t / long).max(1), long)
+                } else {
+                    (b, t)
+                }
+            }
+            _ => (b, t),
+        }
+    }
 }
 
 /// `[train]`

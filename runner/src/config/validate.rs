@@ -177,11 +177,24 @@ pub fn validate(exp: &Experiment) -> Vec<ConfigError> {
             ("steps", l.steps),
             ("batch_size", l.batch_size),
             ("seq_len", l.seq_len),
+            ("long_seq_len", l.long_seq_len.unwrap_or(1)),
+            ("long_every", l.long_every.unwrap_or(1)),
         ] {
             if x < 1 {
                 err(
                     &format!("pretrain.language.{k}"),
                     format!("must be at least 1, got {x}"),
+                );
+            }
+        }
+        for (k, x) in [
+            ("seq_len", l.seq_len),
+            ("long_seq_len", l.long_seq_len.unwrap_or(1)),
+        ] {
+            if x > l.max_positions {
+                err(
+                    &format!("pretrain.language.{k}"),
+                    format!("{x} exceeds max_positions {}", l.max_positions),
                 );
             }
         }

@@ -65,8 +65,9 @@ pub struct Batch {
     pub attention_mask: Tensor,
     /// `(B, T)` i64 labels with -100 on masked positions (spec §4.4; [`super::labels`]).
     pub labels: Tensor,
-    /// `(B, N, 3, S, S)` f32 images, N = 1 for pairs and `max_images` otherwise; slots past a
-    /// sample's images are zero. The k-th image of a row is the image of its k-th `<image>`.
+    /// `(B, N, 3, S, S)` f32 images, N = the most images of a row (at most 1 for pairs and
+    /// `max_images` otherwise); slots past a sample's images are zero. The k-th image of a row is
+    /// the image of its k-th `<image>`.
     /// OpenFlamingo's `(B, T, F, C, H, W)` vision input is `images.unsqueeze(2)` (F = 1).
     pub images: Tensor,
     /// Real (non-padding) images per row.
@@ -352,7 +353,14 @@ impl SourceBatcher {
             SourceKind::Pairs => MaskRule::Pairs,
             _ => MaskRule::Interleaved,
         };
-        let slots = self.spec.image_slots();
+        // Slots past every row's images are never attended (a token attends only the image of
+        // its latest `<image>`), so the batch keeps only as many as its fullest row needs.
+        let slots = rows
+            .iter()
+            .map(|r| r.images.len().min(self.spec.image_slots()))
+            .max()
+            .unwrap_or(0)
+            .max(1);
         let zero = self.transform.zeros()?;
         let (mut ids, mut mask, mut labs) = (
             Vec::with_capacity(b * t),

@@ -48,13 +48,25 @@ fn check(cfg: &PretrainLanguage) -> Result<(), PretrainError> {
             });
         }
     }
-    if cfg.seq_len > cfg.max_positions {
+    for (key, v) in [
+        ("seq_len", cfg.seq_len),
+        ("long_seq_len", cfg.long_seq_len.unwrap_or(1)),
+    ] {
+        if v > cfg.max_positions {
+            return Err(PretrainError::Config {
+                section: "language",
+                message: format!("`{key}` {v} exceeds `max_positions` {}", cfg.max_positions),
+            });
+        }
+    }
+    if let Some(v) = [cfg.long_seq_len, cfg.long_every]
+        .into_iter()
+        .flatten()
+        .find(|&v| v < 1)
+    {
         return Err(PretrainError::Config {
             section: "language",
-            message: format!(
-                "`seq_len` {} exceeds `max_positions` {}",
-                cfg.seq_len, cfg.max_positions
-            ),
+            message: format!("`long_seq_len` and `long_every` must be at least 1, got {v}"),
         });
     }
     Ok(())
@@ -200,13 +212,13 @@ pub fn pretrain_language(
         .map_err(PretrainError::tensor("creating the optimizer"))?;
 
     let steps = cfg.steps as u64;
-    let (b, t) = (cfg.batch_size as usize, cfg.seq_len as usize);
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let prepare_seconds = started.elapsed().as_secs_f64();
     let mut log = LossLog::default();
     for step in 0..steps {
         let t0 = Instant::now();
         let what = format!("language pretraining step {}", step + 1);
+        let (b, t) = cfg.step_shape(step);
         let (ids, targets) =
             batch(&stream, &mut rng, b, t, device).map_err(PretrainError::tensor(what.clone()))?;
         // Half the windows start at position 0, the others anywhere, so that positions past
@@ -214,7 +226,7 @@ pub fn pretrain_language(
         let offset = if rng.random_bool(0.5) {
             0
         } else {
-            rng.random_range(0..=(cfg.max_positions - cfg.seq_len) as usize)
+            rng.random_range(0..=(cfg.max_positions as usize).saturating_sub(t))
         };
         let loss = lm_loss(&model.lm, &ids, &targets, offset)
             .map_err(PretrainError::tensor(what.clone()))?;
@@ -250,7 +262,7 @@ pub fn pretrain_language(
 
     let train_seconds = started.elapsed().as_secs_f64() - prepare_seconds;
     model.save(out)?;
-    let (ids, _) = batch(&stream, &mut rng, CHECK_ROWS, t, device)
+    let (ids, _) = batch(&stream, &mut rng, CHECK_ROWS, cfg.seq_len as usize, device)
         .map_err(PretrainError::tensor("a reload check batch"))?;
     let diff = verify_reload(&model.lm, &ids, out, device)?;
     Ok(PretrainSummary {

@@ -316,9 +316,8 @@ struct GptDoc {
 /// tasks (caption, the four VQA styles, the meme question), so that training on these sequences
 /// teaches the interleaved prompt formats the evaluation uses, `<|endofchunk|>` after each answer
 /// included (the placeholders become `<|endofchunk|><image>`).
-fn chatgpt_segment(rng: &mut impl rand::Rng) -> (Scene, String) {
+fn chatgpt_segment(rng: &mut impl rand::Rng, kind: u32) -> (Scene, String) {
     use super::language::{coco_captions, meme, okvqa_qa, textvqa_qa, vizwiz_qa, vqav2_qa};
-    let kind = rng.random_range(0..6u32);
     let spec = match kind {
         3 => &SceneSpec::TEXT,
         5 => &SceneSpec::MEME,
@@ -351,9 +350,22 @@ fn chatgpt_segment(rng: &mut impl rand::Rng) -> (Scene, String) {
     (scene, text)
 }
 
+/// Task formats of [`chatgpt_segment`]: caption, VQAv2, OK-VQA, TextVQA, VizWiz, meme.
+const SEGMENT_KINDS: u32 = 6;
+/// Most images in a one-task episode.
+const MAX_EPISODE_IMAGES: usize = 16;
+
 fn chatgpt_doc(opts: &SynthOptions, index: usize) -> Result<(GptDoc, String), SynthError> {
     let mut rng = item_rng(opts.seed, "chatgpt", index as u64);
-    let n_images = rng.random_range(2..=5usize);
+    // Half the sequences are episodes of one task with many images (the shape of a few-shot
+    // prompt, so that training sees long contexts); the others mix tasks over a few images.
+    let episode = rng
+        .random_bool(0.5)
+        .then(|| rng.random_range(0..SEGMENT_KINDS));
+    let n_images = match episode {
+        Some(_) => rng.random_range(4..=MAX_EPISODE_IMAGES),
+        None => rng.random_range(2..=5usize),
+    };
     let mut example = pick(
         &mut rng,
         &[
@@ -366,7 +378,8 @@ fn chatgpt_doc(opts: &SynthOptions, index: usize) -> Result<(GptDoc, String), Sy
     let mut plain = example.clone();
     let mut image_map = BTreeMap::new();
     for k in 1..=n_images {
-        let (scene, segment) = chatgpt_segment(&mut rng);
+        let kind = episode.unwrap_or_else(|| rng.random_range(0..SEGMENT_KINDS));
+        let (scene, segment) = chatgpt_segment(&mut rng, kind);
         let placeholder = format!("_!_IMAGE{k}_!_");
         example.push_str(&format!(" {placeholder} {segment}"));
         plain.push_str(&format!(" {segment}"));
@@ -494,5 +507,30 @@ mod tests {
             below > 0 && below * 4 < total,
             "{below} of {total} below the threshold"
         );
+    }
+
+    #[test]
+    fn chatgpt_sequences_mix_tasks_or_repeat_one_over_many_images() {
+        let opts = SynthOptions::new(5, WorldSize::Tiny);
+        let prefixes = ["Output:", "Question:", "is an image with:"];
+        let mut longest = 0;
+        for index in 0..40 {
+            let (doc, plain) = chatgpt_doc(&opts, index).unwrap();
+            let n = doc.image_map.len();
+            assert!(
+                (2..=MAX_EPISODE_IMAGES).contains(&n),
+                "sequence {index}: {n} images"
+            );
+            assert_eq!(doc.example.matches("_!_IMAGE").count(), n);
+            longest = longest.max(n);
+            if n > 5 {
+                // Only a one-task episode has more than five images: every segment has the
+                // same prompt format (the caption, VQA or meme prefix).
+                let kinds: std::collections::BTreeSet<_> =
+                    prefixes.iter().filter(|p| plain.contains(*p)).collect();
+                assert_eq!(kinds.len(), 1, "sequence {index}: {plain}");
+            }
+        }
+        assert!(longest > 5, "no long episode in 40 sequences");
     }
 }
