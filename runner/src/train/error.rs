@@ -14,9 +14,10 @@ pub enum TrainError {
     /// A tensor operation failed.
     #[error("tensor: {0}")]
     Tensor(#[from] candle_core::Error),
-    /// The data mix failed (unreadable shards, a source whose samples are all rejected).
+    /// The data mix failed (unreadable shards, a source whose samples are all rejected). Boxed:
+    /// a `DataError` is the largest cause, and every training `Result` would carry its size.
     #[error("data: {0}")]
-    Data(#[from] DataError),
+    Data(Box<DataError>),
     /// Reading or writing a checkpoint failed.
     #[error("{0}")]
     Checkpoint(#[from] CheckpointError),
@@ -55,4 +56,10 @@ pub enum TrainError {
         /// The cause.
         source: std::io::Error,
     },
+}
+
+impl From<DataError> for TrainError {
+    fn from(e: DataError) -> Self {
+        TrainError::Data(Box::new(e))
+    }
 }
