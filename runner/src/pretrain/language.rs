@@ -15,16 +15,15 @@ use rand_chacha::ChaCha8Rng;
 
 use super::opt::{OptShape, TinyOpt};
 use super::tokenizer::{EOS, train_bpe};
-use super::{LossLog, PretrainError, PretrainSummary, StepReport, max_abs_diff, warmup_steps};
-use crate::config::schema::{PretrainLanguage, Schedule};
+use super::{
+    LossLog, PretrainError, PretrainSummary, StepOutcome, StepReport, max_abs_diff, optimizer_step,
+};
+use crate::config::schema::PretrainLanguage;
 use crate::data::synth::corpus::CORPUS_PATH;
-use crate::train::adamw::{AdamW, AdamWConfig, Param, clip_grad_norm};
-use crate::train::schedule::lr_at;
+use crate::train::adamw::{AdamW, AdamWConfig, Param};
 
 /// Weight decay of matrices (biases, LayerNorms and embedding tables are exempt).
 const WEIGHT_DECAY: f64 = 0.01;
-/// Gradient clipping threshold.
-const MAX_GRAD_NORM: f64 = 1.0;
 /// Sequences compared between the trained model and the reloaded one.
 const CHECK_ROWS: usize = 2;
 /// Tolerance of that comparison (logits).
@@ -230,24 +229,11 @@ pub fn pretrain_language(
         };
         let loss = lm_loss(&model.lm, &ids, &targets, offset)
             .map_err(PretrainError::tensor(what.clone()))?;
-        let grads = loss
-            .backward()
-            .map_err(PretrainError::tensor(what.clone()))?;
-        // Detached: a gradient keeps its backward graph alive, and the optimizer's moments are
-        // built from it, so each step's whole graph would otherwise stay in memory.
-        let mut aligned: Vec<_> = opt
-            .params()
-            .iter()
-            .map(|p| grads.get(p.var.as_tensor()).map(Tensor::detach))
-            .collect();
-        let grad_norm = clip_grad_norm(&mut aligned, MAX_GRAD_NORM)
-            .map_err(PretrainError::tensor(what.clone()))?;
-        let lr = lr_at(Schedule::Cosine, cfg.lr, step, warmup_steps(steps), steps);
-        opt.step(&aligned, lr)
-            .map_err(PretrainError::tensor(what.clone()))?;
-        let loss = loss
-            .to_dtype(candle_core::DType::F64)
-            .and_then(|l| l.to_scalar::<f64>())
+        let StepOutcome {
+            loss,
+            lr,
+            grad_norm,
+        } = optimizer_step(&mut opt, &loss, cfg.lr, step, steps)
             .map_err(PretrainError::tensor(what))?;
         log.push(loss);
         on_step(&StepReport {

@@ -188,6 +188,57 @@ pub(crate) fn warmup_steps(steps: u64) -> u64 {
     steps / 20
 }
 
+/// Gradient clipping threshold of both stages.
+const MAX_GRAD_NORM: f64 = 1.0;
+
+/// What one optimizer step reports.
+pub(crate) struct StepOutcome {
+    /// The loss before the update.
+    pub loss: f64,
+    /// The learning rate applied.
+    pub lr: f64,
+    /// The gradient norm before clipping.
+    pub grad_norm: f64,
+}
+
+/// One optimizer step of either stage on `loss`: backward, gradients clipped to norm 1, AdamW at
+/// step `step` (0-based) of a cosine schedule from `base_lr` with 5% warmup.
+pub(crate) fn optimizer_step(
+    opt: &mut crate::train::adamw::AdamW,
+    loss: &candle_core::Tensor,
+    base_lr: f64,
+    step: u64,
+    steps: u64,
+) -> candle_core::Result<StepOutcome> {
+    let grads = loss.backward()?;
+    // Detached: a gradient keeps its backward graph alive, and the optimizer's moments are
+    // built from it, so each step's whole graph would otherwise stay in memory.
+    let mut aligned: Vec<_> = opt
+        .params()
+        .iter()
+        .map(|p| {
+            grads
+                .get(p.var.as_tensor())
+                .map(candle_core::Tensor::detach)
+        })
+        .collect();
+    let grad_norm = crate::train::adamw::clip_grad_norm(&mut aligned, MAX_GRAD_NORM)?;
+    let lr = crate::train::schedule::lr_at(
+        crate::config::schema::Schedule::Cosine,
+        base_lr,
+        step,
+        warmup_steps(steps),
+        steps,
+    );
+    opt.step(&aligned, lr)?;
+    let loss = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+    Ok(StepOutcome {
+        loss,
+        lr,
+        grad_norm,
+    })
+}
+
 /// Largest absolute elementwise difference of two tensors of equal shape.
 pub(crate) fn max_abs_diff(
     a: &candle_core::Tensor,

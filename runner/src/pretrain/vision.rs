@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use model::preprocess::ImageProcessor;
 use model::vision::VisionEncoder;
 use rand::SeedableRng;
@@ -15,15 +15,14 @@ use rand_chacha::ChaCha8Rng;
 
 use super::clip::{self, CLIP_MEAN, CLIP_STD, ClipModel};
 use super::pairs::{self, Pairs};
-use super::{LossLog, PretrainError, PretrainSummary, StepReport, max_abs_diff, warmup_steps};
-use crate::config::schema::{PretrainVision, Schedule};
-use crate::train::adamw::{AdamW, AdamWConfig, Param, clip_grad_norm};
-use crate::train::schedule::lr_at;
+use super::{
+    LossLog, PretrainError, PretrainSummary, StepOutcome, StepReport, max_abs_diff, optimizer_step,
+};
+use crate::config::schema::PretrainVision;
+use crate::train::adamw::{AdamW, AdamWConfig, Param};
 
 /// Weight decay of matrices (CLIP's recipe exempts gains, biases and embeddings-like vectors).
 const WEIGHT_DECAY: f64 = 0.1;
-/// Gradient clipping threshold.
-const MAX_GRAD_NORM: f64 = 1.0;
 /// Images compared between the trained model and the reloaded encoder.
 const CHECK_IMAGES: usize = 8;
 /// Tolerance of that comparison.
@@ -145,24 +144,11 @@ pub fn pretrain_vision(
         let loss = model
             .loss(&pixels, &captions)
             .map_err(PretrainError::tensor(what.clone()))?;
-        let grads = loss
-            .backward()
-            .map_err(PretrainError::tensor(what.clone()))?;
-        // Detached: a gradient keeps its backward graph alive, and the optimizer's moments are
-        // built from it, so each step's whole graph would otherwise stay in memory.
-        let mut aligned: Vec<_> = opt
-            .params()
-            .iter()
-            .map(|p| grads.get(p.var.as_tensor()).map(Tensor::detach))
-            .collect();
-        let grad_norm = clip_grad_norm(&mut aligned, MAX_GRAD_NORM)
-            .map_err(PretrainError::tensor(what.clone()))?;
-        let lr = lr_at(Schedule::Cosine, cfg.lr, step, warmup_steps(steps), steps);
-        opt.step(&aligned, lr)
-            .map_err(PretrainError::tensor(what.clone()))?;
-        let loss = loss
-            .to_dtype(candle_core::DType::F64)
-            .and_then(|l| l.to_scalar::<f64>())
+        let StepOutcome {
+            loss,
+            lr,
+            grad_norm,
+        } = optimizer_step(&mut opt, &loss, cfg.lr, step, steps)
             .map_err(PretrainError::tensor(what))?;
         log.push(loss);
         on_step(&StepReport {
