@@ -39,6 +39,8 @@ fn check(cfg: &PretrainLanguage) -> Result<(), PretrainError> {
         ("steps", cfg.steps),
         ("batch_size", cfg.batch_size),
         ("seq_len", cfg.seq_len),
+        ("long_seq_len", cfg.long_seq_len.unwrap_or(1)),
+        ("long_every", cfg.long_every.unwrap_or(1)),
     ] {
         if v < 1 {
             return Err(PretrainError::Config {
@@ -57,16 +59,6 @@ fn check(cfg: &PretrainLanguage) -> Result<(), PretrainError> {
                 message: format!("`{key}` {v} exceeds `max_positions` {}", cfg.max_positions),
             });
         }
-    }
-    if let Some(v) = [cfg.long_seq_len, cfg.long_every]
-        .into_iter()
-        .flatten()
-        .find(|&v| v < 1)
-    {
-        return Err(PretrainError::Config {
-            section: "language",
-            message: format!("`long_seq_len` and `long_every` must be at least 1, got {v}"),
-        });
     }
     Ok(())
 }

@@ -16,6 +16,12 @@ pub mod vision;
 
 use std::path::{Path, PathBuf};
 
+use candle_core::{DType, Tensor};
+
+use crate::config::schema::Schedule;
+use crate::train::adamw::{AdamW, clip_grad_norm};
+use crate::train::schedule::lr_at;
+
 /// The directory holding the backbone `which` (`"vision"` or `"language"`) built by the pretrain
 /// job `job_hash` under the runs directory (`<runs>/jobs/pretrain-<hash12>/<which>`).
 pub fn backbone_dir(runs_dir: &Path, job_hash: &str, which: &str) -> PathBuf {
@@ -204,8 +210,8 @@ pub(crate) struct StepOutcome {
 /// One optimizer step of either stage on `loss`: backward, gradients clipped to norm 1, AdamW at
 /// step `step` (0-based) of a cosine schedule from `base_lr` with 5% warmup.
 pub(crate) fn optimizer_step(
-    opt: &mut crate::train::adamw::AdamW,
-    loss: &candle_core::Tensor,
+    opt: &mut AdamW,
+    loss: &Tensor,
     base_lr: f64,
     step: u64,
     steps: u64,
@@ -216,22 +222,12 @@ pub(crate) fn optimizer_step(
     let mut aligned: Vec<_> = opt
         .params()
         .iter()
-        .map(|p| {
-            grads
-                .get(p.var.as_tensor())
-                .map(candle_core::Tensor::detach)
-        })
+        .map(|p| grads.get(p.var.as_tensor()).map(Tensor::detach))
         .collect();
-    let grad_norm = crate::train::adamw::clip_grad_norm(&mut aligned, MAX_GRAD_NORM)?;
-    let lr = crate::train::schedule::lr_at(
-        crate::config::schema::Schedule::Cosine,
-        base_lr,
-        step,
-        warmup_steps(steps),
-        steps,
-    );
+    let grad_norm = clip_grad_norm(&mut aligned, MAX_GRAD_NORM)?;
+    let lr = lr_at(Schedule::Cosine, base_lr, step, warmup_steps(steps), steps);
     opt.step(&aligned, lr)?;
-    let loss = loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+    let loss = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
     Ok(StepOutcome {
         loss,
         lr,
