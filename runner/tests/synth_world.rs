@@ -151,7 +151,7 @@ fn manifest_matches_summary() {
     let (dir, summary) = (&world.dir, &world.summary);
     let manifest = json(&dir.join("manifest.json"));
     assert_eq!(manifest, serde_json::to_value(summary).unwrap());
-    assert_eq!(manifest["format_version"], 3);
+    assert_eq!(manifest["format_version"], 4);
     assert_eq!(manifest["seed"], 7);
     assert_eq!(manifest["size"], "tiny");
     let counts = WorldSize::Tiny.counts();

@@ -57,7 +57,7 @@ use serde::Serialize;
 use output::OutDir;
 
 /// Version of the on-disk layout written by [`write_world`]; bump on any layout change.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 /// Relative path of the world's manifest (written after every other file).
 pub const MANIFEST_PATH: &str = "manifest.json";
