@@ -85,12 +85,14 @@ def answers(args, rng, name):
     picked = rng.sample(qs, 2 * args.n)
     gaps = []
     for i in range(args.n):
-        q, o = picked[2 * i], picked[2 * i + 1]
+        own, other = (os.path.join(args.world, images, file_of(x))
+                      for x in picked[2 * i:2 * i + 2])
+        q = picked[2 * i]
         head = f"<image>Question:{q['question']} Short answer:"
-        ids, _ = logprobs(args, head, os.path.join(args.world, images, file_of(q)))
+        # The answer's first token index: the length of the prompt without it.
+        ids, _ = logprobs(args, head, own)
         prompt = f"{head}{ans[q['question_id']]}<|endofchunk|>"
-        gaps.append(gap(args, prompt, os.path.join(args.world, images, file_of(q)),
-                        os.path.join(args.world, images, file_of(o)), first=len(ids)))
+        gaps.append(gap(args, prompt, own, other, first=len(ids)))
     return sum(gaps) / len(gaps)
 
 

@@ -16,9 +16,15 @@ use crate::config::schema::{DatasetPaths, EvalConfig, TrainConfig};
 use crate::config::{Loaded, Variant};
 use hash::{hash_json, sha256_file};
 
-/// Bumped when a stage's code changes what it produces, so old results are not reused.
-pub const STAGE_VERSIONS: [(&str, u32); 4] =
-    [("synth", 4), ("pretrain", 2), ("train", 1), ("eval", 1)];
+/// Bumped when a stage's code changes what it produces, so old results are not reused. The synth
+/// stage's is the world's [`FORMAT_VERSION`](crate::data::synth::FORMAT_VERSION): the two moved
+/// together, and a world change that bumped only one of them would reuse a stale world.
+pub const STAGE_VERSIONS: [(&str, u32); 4] = [
+    ("synth", crate::data::synth::FORMAT_VERSION),
+    ("pretrain", 2),
+    ("train", 1),
+    ("eval", 1),
+];
 
 fn stage_version(kind: &str) -> u32 {
     STAGE_VERSIONS

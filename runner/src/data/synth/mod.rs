@@ -56,7 +56,8 @@ use serde::Serialize;
 
 use output::OutDir;
 
-/// Version of the on-disk layout written by [`write_world`]; bump on any layout change.
+/// Version of the world written by [`write_world`]; bump on any change to its layout or content
+/// (it is also the synth stage's cache version, so a bump rewrites cached worlds).
 pub const FORMAT_VERSION: u32 = 4;
 
 /// Relative path of the world's manifest (written after every other file).
