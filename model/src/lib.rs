@@ -23,6 +23,7 @@ pub mod lm;
 pub mod nn;
 pub mod perceiver;
 pub mod preprocess;
+pub mod softmax;
 pub mod tokenizer;
 pub mod vision;
 pub mod weights;

@@ -109,15 +109,16 @@ pub fn quick_gelu(x: &Tensor) -> candle_core::Result<Tensor> {
     x.mul(&candle_nn::ops::sigmoid(&(x * 1.702)?)?)
 }
 
-/// Softmax over the last dimension with a backward pass.
+/// Softmax over the last dimension with a backward pass ([`crate::softmax::softmax_last`]).
 pub fn softmax_last(x: &Tensor) -> candle_core::Result<Tensor> {
-    candle_nn::ops::softmax(x, D::Minus1)
+    crate::softmax::softmax_last(x)
 }
 
-/// Softmax over the last dimension: the fused kernel (no backward) when `fast`, else
-/// [`softmax_last`].
+/// Softmax over the last dimension. On the CPU both settings use one kernel with a backward
+/// ([`crate::softmax`]); elsewhere `fast` picks candle's fused kernel (no backward), else its
+/// composed softmax.
 pub fn softmax_last_t(x: &Tensor, fast: bool) -> candle_core::Result<Tensor> {
-    if fast {
+    if fast && !matches!(x.device(), candle_core::Device::Cpu) {
         candle_nn::ops::softmax_last_dim(&x.contiguous()?)
     } else {
         softmax_last(x)

@@ -416,10 +416,12 @@ fn text_before_first_image_gets_no_attention_but_ffw() {
             &lm_only.i((.., 0..2)).unwrap()
         ) > 1e-4
     );
-    // An extra (padding) image beyond the <image> tokens is never attended.
+    // An extra (padding) image beyond the <image> tokens is never attended. It lengthens the
+    // key axis, which changes how the matmuls tile it: the logits agree to float rounding only.
     let px3 = Tensor::cat(&[&px, &pixels(1, 1, 4)], 1).unwrap();
     let logits3 = m.forward(&px3, &ids(&rows), &ones(1, 6)).unwrap();
-    assert!(max_diff(&logits, &logits3) < 1e-6);
+    let d3 = max_diff(&logits, &logits3);
+    assert!(d3 < 1e-5, "{d3}");
     // More <image> tokens than images is an input error.
     let err = m
         .forward(&px.i((.., 0..1)).unwrap(), &ids(&rows), &ones(1, 6))

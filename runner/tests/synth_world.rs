@@ -151,7 +151,7 @@ fn manifest_matches_summary() {
     let (dir, summary) = (&world.dir, &world.summary);
     let manifest = json(&dir.join("manifest.json"));
     assert_eq!(manifest, serde_json::to_value(summary).unwrap());
-    assert_eq!(manifest["format_version"], 4);
+    assert_eq!(manifest["format_version"], 5);
     assert_eq!(manifest["seed"], 7);
     assert_eq!(manifest["size"], "tiny");
     let counts = WorldSize::Tiny.counts();
@@ -489,6 +489,11 @@ fn corpus_is_plain_text_lines() {
     assert!(text.contains(" Short answer:"));
     assert!(text.lines().any(|l| l.starts_with("Output:")));
     assert!(text.contains("Is it hateful? Answer:"));
+    // Grouped by format: all question lines in one run, in shuffled order.
+    let lines: Vec<&str> = text.lines().collect();
+    let first = lines.iter().position(|l| l.starts_with("Question:")).unwrap();
+    let last = lines.iter().rposition(|l| l.starts_with("Question:")).unwrap();
+    assert!(lines[first..=last].iter().all(|l| l.starts_with("Question:")));
 }
 
 #[test]

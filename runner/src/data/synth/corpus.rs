@@ -2,6 +2,16 @@
 //! training-split text only (captions in all styles, questions with answers, meme texts,
 //! interleaved sentences; the evaluation tasks' prompt formats included) plus sentences of world
 //! knowledge, one per line.
+//!
+//! Lines are written grouped by prompt format (questions, captions, memes, the rest) and shuffled
+//! within each group, so that neighbouring lines are about different scenes, as the
+//! demonstrations of a few-shot prompt are. Written in the order the splits produced them
+//! (several questions and five captions per image in a row), the corpus taught the frozen LM
+//! that a previous line's answer predicts the next one; in a few-shot prompt it then copied the
+//! demonstrations' answers, and every model, trained or not, scored lower the more shots it was
+//! given (VQAv2 with the LM alone: 40.9 at 0 shots, 24.4 at 4, 16.1 at 32).
+
+use rand::seq::SliceRandom;
 
 use super::language::knowledge_fact;
 use super::output::OutDir;
@@ -10,6 +20,19 @@ use super::{SynthError, SynthOptions, WorldCounts, WorldSummary};
 
 /// Relative path of the corpus.
 pub const CORPUS_PATH: &str = "text/corpus.txt";
+
+/// The group of a corpus line: VQA questions, captions, memes, everything else.
+fn format_group(line: &str) -> usize {
+    if line.starts_with("Question:") {
+        0
+    } else if line.starts_with("Output:") {
+        1
+    } else if line.starts_with("is an image with:") {
+        2
+    } else {
+        3
+    }
+}
 
 /// Lines collected while the training splits are written.
 #[derive(Default)]
@@ -63,11 +86,20 @@ impl Corpus {
             let mut rng = item_rng(opts.seed, "corpus/facts", i as u64);
             self.push(knowledge_fact(&mut rng));
         }
-        let mut text = self.lines.join("\n");
+        let mut groups: [Vec<String>; 4] = Default::default();
+        for line in self.lines {
+            groups[format_group(&line)].push(line);
+        }
+        let mut rng = item_rng(opts.seed, "corpus/shuffle", 0);
+        for group in &mut groups {
+            group.shuffle(&mut rng);
+        }
+        let lines = groups.concat();
+        let mut text = lines.join("\n");
         text.push('\n');
         out.write(CORPUS_PATH, text.as_bytes())?;
         summary.path("text.corpus", CORPUS_PATH);
-        summary.count("text.lines", self.lines.len());
+        summary.count("text.lines", lines.len());
         Ok(())
     }
 }

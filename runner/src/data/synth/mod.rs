@@ -58,7 +58,7 @@ use output::OutDir;
 
 /// Version of the world written by [`write_world`]; bump on any change to its layout or content
 /// (it is also the synth stage's cache version, so a bump rewrites cached worlds).
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 
 /// Relative path of the world's manifest (written after every other file).
 pub const MANIFEST_PATH: &str = "manifest.json";
