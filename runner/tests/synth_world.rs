@@ -491,9 +491,19 @@ fn corpus_is_plain_text_lines() {
     assert!(text.contains("Is it hateful? Answer:"));
     // Grouped by format: all question lines in one run, in shuffled order.
     let lines: Vec<&str> = text.lines().collect();
-    let first = lines.iter().position(|l| l.starts_with("Question:")).unwrap();
-    let last = lines.iter().rposition(|l| l.starts_with("Question:")).unwrap();
-    assert!(lines[first..=last].iter().all(|l| l.starts_with("Question:")));
+    let first = lines
+        .iter()
+        .position(|l| l.starts_with("Question:"))
+        .unwrap();
+    let last = lines
+        .iter()
+        .rposition(|l| l.starts_with("Question:"))
+        .unwrap();
+    assert!(
+        lines[first..=last]
+            .iter()
+            .all(|l| l.starts_with("Question:"))
+    );
 }
 
 #[test]
