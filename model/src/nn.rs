@@ -109,11 +109,6 @@ pub fn quick_gelu(x: &Tensor) -> candle_core::Result<Tensor> {
     x.mul(&candle_nn::ops::sigmoid(&(x * 1.702)?)?)
 }
 
-/// Softmax over the last dimension with a backward pass ([`crate::softmax::softmax_last`]).
-pub fn softmax_last(x: &Tensor) -> candle_core::Result<Tensor> {
-    crate::softmax::softmax_last(x)
-}
-
 /// Softmax over the last dimension. On the CPU both settings use one kernel with a backward
 /// ([`crate::softmax`]); elsewhere `fast` picks candle's fused kernel (no backward), else its
 /// composed softmax.
@@ -121,7 +116,7 @@ pub fn softmax_last_t(x: &Tensor, fast: bool) -> candle_core::Result<Tensor> {
     if fast && !matches!(x.device(), candle_core::Device::Cpu) {
         candle_nn::ops::softmax_last_dim(&x.contiguous()?)
     } else {
-        softmax_last(x)
+        crate::softmax::softmax_last(x)
     }
 }
 

@@ -5,9 +5,10 @@
 //! error path (it sets `errno`) for every masked entry. With causal masks that is half of every
 //! attention matrix, and nearly all of a many-image cross-attention matrix: a quarter of a 32-shot
 //! evaluation's time went there. This kernel returns 0 for any argument whose `expf` would be
-//! subnormal or zero (below ln(f32::MIN_POSITIVE) ≈ -87.3), so the values differ from candle's
-//! softmax only in weights under 1.2e-38. Unlike candle's fused `softmax_last_dim` it has a
-//! backward, so training and inference share it; candle's composed softmax takes five passes.
+//! subnormal or zero (below ln(f32::MIN_POSITIVE) ≈ -87.3), so its values differ from candle's
+//! softmax only in weights under 1.2e-38 and by rounding (it multiplies by 1/sum where candle
+//! divides). Unlike candle's fused `softmax_last_dim` it has a backward, so training and inference
+//! share it; candle's composed softmax takes five passes.
 
 use candle_core::{CpuStorage, CustomOp1, D, DType, Device, Layout, Result, Shape, Tensor};
 
