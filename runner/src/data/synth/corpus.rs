@@ -21,30 +21,29 @@ use super::{SynthError, SynthOptions, WorldCounts, WorldSummary};
 /// Relative path of the corpus.
 pub const CORPUS_PATH: &str = "text/corpus.txt";
 
-/// The group of a corpus line: VQA questions, captions, memes, everything else.
-fn format_group(line: &str) -> usize {
-    if line.starts_with("Question:") {
-        0
-    } else if line.starts_with("Output:") {
-        1
-    } else if line.starts_with("is an image with:") {
-        2
-    } else {
-        3
-    }
+/// The groups the corpus is written in, in this order (see the module docs).
+#[derive(Clone, Copy)]
+enum Group {
+    Questions,
+    Captions,
+    Memes,
+    Other,
 }
 
-/// Lines collected while the training splits are written.
+/// Lines collected while the training splits are written, by [`Group`].
 #[derive(Default)]
 pub struct Corpus {
-    lines: Vec<String>,
+    groups: [Vec<String>; 4],
 }
 
 impl Corpus {
+    fn add(&mut self, group: Group, line: String) {
+        self.groups[group as usize].push(line.replace(['\n', '\r'], " "));
+    }
+
     /// Adds one line (newlines inside are flattened to spaces).
     pub fn push(&mut self, line: impl Into<String>) {
-        let line: String = line.into();
-        self.lines.push(line.replace(['\n', '\r'], " "));
+        self.add(Group::Other, line.into());
     }
 
     /// Adds several lines.
@@ -58,20 +57,24 @@ impl Corpus {
     /// stays frozen in Flamingo training, so it must already know how such text continues, as
     /// real pretrained LMs do).
     pub fn qa(&mut self, question: &str, answer: &str) {
-        self.push(format!("Question:{question} Short answer:{answer}"));
+        self.add(
+            Group::Questions,
+            format!("Question:{question} Short answer:{answer}"),
+        );
     }
 
     /// Adds a caption in OpenFlamingo's captioning prompt format.
     pub fn caption(&mut self, caption: &str) {
-        self.push(format!("Output:{caption}"));
+        self.add(Group::Captions, format!("Output:{caption}"));
     }
 
     /// Adds a meme text and its label in OpenFlamingo's HatefulMemes prompt format.
     pub fn meme(&mut self, text: &str, hateful: bool) {
         let answer = if hateful { "yes" } else { "no" };
-        self.push(format!(
-            "is an image with: '{text}' written on it. Is it hateful? Answer:{answer}"
-        ));
+        self.add(
+            Group::Memes,
+            format!("is an image with: '{text}' written on it. Is it hateful? Answer:{answer}"),
+        );
     }
 
     /// Appends the knowledge sentences and writes the corpus.
@@ -86,15 +89,11 @@ impl Corpus {
             let mut rng = item_rng(opts.seed, "corpus/facts", i as u64);
             self.push(knowledge_fact(&mut rng));
         }
-        let mut groups: [Vec<String>; 4] = Default::default();
-        for line in self.lines {
-            groups[format_group(&line)].push(line);
-        }
         let mut rng = item_rng(opts.seed, "corpus/shuffle", 0);
-        for group in &mut groups {
+        for group in &mut self.groups {
             group.shuffle(&mut rng);
         }
-        let lines = groups.concat();
+        let lines = self.groups.concat();
         let mut text = lines.join("\n");
         text.push('\n');
         out.write(CORPUS_PATH, text.as_bytes())?;
