@@ -6,7 +6,8 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::nn::{FeedForward, LayerNorm, linear_no_bias, merge_heads, softmax_last_t, split_heads};
+use crate::nn::{FeedForward, LayerNorm, linear_no_bias, merge_heads, split_heads};
+use crate::softmax::softmax_last;
 
 /// Hyper-parameters of one gated cross-attention block (OpenFlamingo: 8 heads x 64, ff 4).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -189,7 +190,7 @@ impl MaskedCrossAttention {
             .to_dtype(sim.dtype())?
             .broadcast_as(sim.shape())?;
         let sim = allowed.where_cond(&sim, &floor)?;
-        let attn = softmax_last_t(&sim, fast)?;
+        let attn = softmax_last(&sim)?;
         let attn = attn.broadcast_mul(&mask.has_media.to_dtype(attn.dtype())?)?;
         let out = attn.matmul(&kv.v)?;
         self.to_out.forward(&merge_heads(&out)?)
@@ -233,7 +234,7 @@ impl GatedCrossAttentionBlock {
         self.apply(x, kv, mask, false)
     }
 
-    /// [`GatedCrossAttentionBlock::forward`] with fused normalisation and softmax: same values,
+    /// [`GatedCrossAttentionBlock::forward`] with fused normalisation: same values,
     /// no backward pass (for inference).
     pub fn forward_inference(
         &self,

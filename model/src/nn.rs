@@ -109,17 +109,6 @@ pub fn quick_gelu(x: &Tensor) -> candle_core::Result<Tensor> {
     x.mul(&candle_nn::ops::sigmoid(&(x * 1.702)?)?)
 }
 
-/// Softmax over the last dimension. On the CPU both settings use one kernel with a backward
-/// ([`crate::softmax`]); elsewhere `fast` picks candle's fused kernel (no backward), else its
-/// composed softmax.
-pub fn softmax_last_t(x: &Tensor, fast: bool) -> candle_core::Result<Tensor> {
-    if fast && !matches!(x.device(), candle_core::Device::Cpu) {
-        candle_nn::ops::softmax_last_dim(&x.contiguous()?)
-    } else {
-        crate::softmax::softmax_last(x)
-    }
-}
-
 /// `(B, N, H*Dh) -> (B, H, N, Dh)`, head-major feature layout (feature index = h*Dh + d).
 pub fn split_heads(x: &Tensor, heads: usize) -> candle_core::Result<Tensor> {
     let (b, n, inner) = x.dims3()?;

@@ -6,7 +6,8 @@ use candle_core::{Module, Tensor};
 use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::nn::{FeedForward, LayerNorm, linear_no_bias, merge_heads, softmax_last_t, split_heads};
+use crate::nn::{FeedForward, LayerNorm, linear_no_bias, merge_heads, split_heads};
+use crate::softmax::softmax_last;
 
 /// Hyper-parameters of the resampler (OpenFlamingo defaults: depth 6, 8 heads x 64, 64 latents, ff 4).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,7 +81,7 @@ impl PerceiverAttention {
         let k = split_heads(&k, self.heads)?;
         let v = split_heads(&v, self.heads)?;
         let sim = q.matmul(&k.t()?)?;
-        let attn = softmax_last_t(&sim, fast)?;
+        let attn = softmax_last(&sim)?;
         let out = attn.matmul(&v)?;
         self.to_out.forward(&merge_heads(&out)?)
     }
@@ -135,7 +136,7 @@ impl PerceiverResampler {
         self.apply(x, false)
     }
 
-    /// [`PerceiverResampler::forward`] with fused normalisation and softmax: same values, no
+    /// [`PerceiverResampler::forward`] with fused normalisation: same values, no
     /// backward pass (for inference).
     pub fn forward_inference(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         self.apply(x, true)

@@ -166,8 +166,7 @@ pub fn attention(
         Scale::DivScores(d) => (scores / d)?,
     };
     let scores = scores.broadcast_add(bias)?;
-    // The fused kernel (one pass instead of five) has no backward: only where no gradient flows.
-    let probs = crate::nn::softmax_last_t(&scores, !scores.track_op())?;
+    let probs = crate::softmax::softmax_last(&scores)?;
     probs.matmul(&v.contiguous()?)
 }
 
