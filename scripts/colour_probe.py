@@ -19,25 +19,15 @@ import argparse
 import collections
 import json
 import os
-import subprocess
-import sys
 
-RUNNER = os.environ.get("RUNNER", "./target/debug/runner")
+from grounding_probe import logprobs  # the same `runner generate --json` call
+
 COLOURS = ["red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink"]
 
 
 def last_logprob(args, prompt, image):
-    cmd = [RUNNER, "generate", args.experiment, "--max-new-tokens", "1", "--num-beams", "1",
-           "--json", "--prompt", prompt, "--image", image]
-    if args.variant:
-        cmd += ["--variant", args.variant]
-    for s in args.set:
-        cmd += ["--set", s]
-    out = subprocess.run(cmd, capture_output=True, text=True)
-    if out.returncode != 0:
-        sys.exit(f"runner generate failed: {out.stderr.strip()}")
     # The last prompt log-prob scores the prompt's last token: the colour word.
-    return json.loads(out.stdout)["prompt_logprobs"][-1]
+    return logprobs(args, prompt, image)[1][-1]
 
 
 def best(args, prefix, image):
