@@ -36,8 +36,11 @@ VQA = {
 
 
 def logprobs(args, prompt, image):
+    """Prompt ids and the log-prob of each prompt token after the first; `image` is one path
+    or a list of paths (one per `<image>`)."""
+    images = image if isinstance(image, list) else [image]
     cmd = [RUNNER, "generate", args.experiment, "--max-new-tokens", "1", "--num-beams", "1",
-           "--json", "--prompt", prompt, "--image", image]
+           "--json", "--prompt", prompt] + [a for i in images for a in ("--image", i)]
     if args.variant:
         cmd += ["--variant", args.variant]
     for s in args.set:

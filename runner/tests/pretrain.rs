@@ -40,6 +40,7 @@ fn vision_cfg() -> PretrainVision {
 fn language_cfg() -> PretrainLanguage {
     PretrainLanguage {
         name: "l".into(),
+        family: Default::default(),
         vocab_size: 300,
         hidden_size: 32,
         layers: 2,
@@ -223,6 +224,67 @@ fn language_backbone_is_an_hf_opt_dir_that_reloads_with_the_trained_logits() {
         )
         .unwrap();
     assert_eq!(logits.dims(), &[1, n, tok.len()]);
+}
+
+#[test]
+fn mpt_language_backbone_is_an_hf_mpt_dir_with_alibi_that_reloads_with_the_trained_logits() {
+    use runner::config::schema::TinyLmFamily;
+    let tmp = tempfile::tempdir().unwrap();
+    let world = tiny_world(tmp.path());
+    let out = tmp.path().join("language");
+    let cfg = PretrainLanguage {
+        family: TinyLmFamily::Mpt,
+        ..language_cfg()
+    };
+    let mut losses = Vec::new();
+    let summary = pretrain_language(&cfg, &world, &out, &Device::Cpu, &mut |r: &StepReport| {
+        losses.push(r.loss)
+    })
+    .unwrap();
+    assert_eq!(summary.reload_max_abs_diff, 0.0, "{summary:?}");
+    assert!(
+        mean(&losses[35..]) < 0.8 * mean(&losses[..5]),
+        "next-token loss should fall: {losses:?}"
+    );
+
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["model_type"], "mpt");
+    assert_eq!(config["attn_config"]["alibi"], true);
+    assert_eq!(config["max_seq_len"], 64);
+    let weights = Weights::open(&out, &Device::Cpu, DType::F32).unwrap();
+    for name in [
+        "transformer.wte.weight",
+        "transformer.blocks.1.attn.Wqkv.weight",
+        "transformer.blocks.0.ffn.down_proj.weight",
+        "transformer.norm_f.weight",
+    ] {
+        assert!(weights.contains(name), "missing {name}");
+    }
+    assert!(
+        !weights.contains("transformer.wpe.weight"),
+        "ALiBi: no position table"
+    );
+
+    // Flamingo's view: the tokenizer's added tokens resize the table; the whole max_seq_len runs.
+    let tok = FlamingoTokenizer::from_dir(&out).unwrap();
+    let lm = DecoderLm::load(
+        &out,
+        tok.len(),
+        SpecialEmbeddingMode::Trainable,
+        &tok.trainable_token_ids(),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let ids = Tensor::zeros((1, 64), DType::U32, &Device::Cpu).unwrap();
+    let logits = lm
+        .forward(
+            &ids,
+            &AttnCtx::unpadded(1, 64, 0, &Device::Cpu).unwrap(),
+            None,
+        )
+        .unwrap();
+    assert_eq!(logits.dims(), &[1, 64, tok.len()]);
 }
 
 fn experiment(dir: &Path) -> PathBuf {

@@ -171,8 +171,12 @@ pub struct AttnCtx {
 #[derive(Debug, Clone, Default)]
 struct Memo {
     bias: OnceLock<(BiasKey, Tensor)>,
+    alibi: OnceLock<(AlibiKey, Tensor)>,
     rotary: OnceLock<(RotaryKey, Tensor, Tensor)>,
 }
+
+/// (B, T, past_len, slope bits) of a cached causal + ALiBi bias.
+type AlibiKey = (usize, usize, usize, Vec<u32>);
 
 /// (B, T, past_len) of a cached causal bias.
 type BiasKey = (usize, usize, usize);
@@ -233,6 +237,37 @@ impl AttnCtx {
         }
         let bias = self.causal_bias(b, t, self.attention_mask.device())?;
         let _ = self.memo.bias.set((key, bias.clone()));
+        Ok(bias)
+    }
+
+    /// The causal + padding bias plus ALiBi, `slope_h · (s − (S−1))` on key `s` of head `h`:
+    /// `(B, H, T, past+T)` in f32, computed once per context (every layer shares it).
+    pub(crate) fn alibi_bias(
+        &self,
+        b: usize,
+        t: usize,
+        slopes: &[f32],
+    ) -> candle_core::Result<Tensor> {
+        let key = (
+            b,
+            t,
+            self.past_len,
+            slopes.iter().map(|s| s.to_bits()).collect(),
+        );
+        if let Some((k, bias)) = self.memo.alibi.get()
+            && *k == key
+        {
+            return Ok(bias.clone());
+        }
+        let s_k = self.past_len + t;
+        let alibi: Vec<f32> = slopes
+            .iter()
+            .flat_map(|&slope| (0..s_k).map(move |j| (j as f32 - (s_k as f32 - 1.0)) * slope))
+            .collect();
+        let dev = self.attention_mask.device();
+        let alibi = Tensor::from_vec(alibi, (1, slopes.len(), 1, s_k), dev)?;
+        let bias = self.bias(b, t)?.broadcast_add(&alibi)?;
+        let _ = self.memo.alibi.set((key, bias.clone()));
         Ok(bias)
     }
 

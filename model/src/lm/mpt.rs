@@ -441,18 +441,12 @@ impl FamilyBody for Mpt {
             Some(c) => c.append(&k, &v)?,
             None => (k, v),
         };
-        let s_k = k.dim(2)?;
-        let mut bias = ctx.bias(b, t)?.to_device(x.device())?.to_dtype(x.dtype())?;
-        if self.s.alibi {
-            let mut alibi = Vec::with_capacity(h * s_k);
-            for &slope in &self.slopes {
-                for j in 0..s_k {
-                    alibi.push((j as f32 - (s_k as f32 - 1.0)) * slope);
-                }
-            }
-            let alibi = Tensor::from_vec(alibi, (1, h, 1, s_k), x.device())?.to_dtype(x.dtype())?;
-            bias = bias.broadcast_add(&alibi)?;
-        }
+        let bias = if self.s.alibi {
+            ctx.alibi_bias(b, t, &self.slopes)?
+        } else {
+            ctx.bias(b, t)?
+        };
+        let bias = bias.to_device(x.device())?.to_dtype(x.dtype())?;
         let scale = self
             .s
             .softmax_scale

@@ -245,12 +245,34 @@ pub struct PretrainVision {
     pub seed: u64,
 }
 
+/// Family of the tiny decoder LM: the layouts and position schemes of the paper's language models.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TinyLmFamily {
+    /// HF OPT (learned absolute positions), the family of the paper's Table 5 OPT-125M.
+    #[default]
+    Opt,
+    /// HF MPT (ALiBi attention biases, no position table), the family of OpenFlamingo-3B/9B.
+    Mpt,
+}
+
+impl TinyLmFamily {
+    /// Whether this is the default, [`TinyLmFamily::Opt`].
+    pub fn is_opt(&self) -> bool {
+        *self == TinyLmFamily::Opt
+    }
+}
+
 /// `[pretrain.language]`: a small decoder LM (and its BPE tokenizer) trained on the synthetic text.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PretrainLanguage {
     /// Preset name `model.language` refers to.
     pub name: String,
+    /// Decoder family (default `opt`, which is left out of the serialised form so that jobs
+    /// hashed before the key existed keep their hashes).
+    #[serde(default, skip_serializing_if = "TinyLmFamily::is_opt")]
+    pub family: TinyLmFamily,
     /// BPE vocabulary size.
     pub vocab_size: i64,
     /// Hidden size.

@@ -1,5 +1,5 @@
 //! Pretraining of the tiny language backbone: a byte-level BPE tokenizer trained on the world's
-//! text corpus, then a small OPT decoder ([`TinyOpt`]) trained by next-token prediction on the
+//! text corpus, then a small decoder ([`TinyDecoder`], OPT or MPT) trained by next-token prediction on the
 //! same corpus. The result is an HF directory (`config.json`, `model.safetensors`,
 //! `tokenizer.json`, `tokenizer_config.json`) that [`DecoderLm::load`] and
 //! [`model::FlamingoTokenizer::from_dir`] read like any downloaded model; it is reloaded once to
@@ -13,7 +13,7 @@ use model::{AttnCtx, DecoderLm, SpecialEmbeddingMode};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::opt::{OptShape, TinyOpt};
+use super::decoder::{DecoderShape, TinyDecoder};
 use super::tokenizer::{EOS, train_bpe};
 use super::{
     LossLog, PretrainError, PretrainSummary, StepOutcome, StepReport, max_abs_diff, optimizer_step,
@@ -183,8 +183,8 @@ pub fn pretrain_language(
     let vocab = tokenizer.get_vocab_size(true);
     let stream = TokenStream::from_corpus(&corpus, &tokenizer, eos_id)?;
 
-    let shape = OptShape::new(cfg, vocab);
-    let model = TinyOpt::new(shape, eos_id, cfg.seed, device, out)?;
+    let shape = DecoderShape::new(cfg, vocab);
+    let model = TinyDecoder::new(shape, eos_id, cfg.seed, device, out)?;
     let parameters = model.vars.iter().map(|(_, v)| v.elem_count()).sum();
     let params: Vec<Param> = model
         .vars

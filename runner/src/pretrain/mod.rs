@@ -1,14 +1,14 @@
 //! Pretraining of the tiny preset backbones the embedded default uses (design.md §5): a small
 //! CLIP-style ViT trained contrastively on the synthetic world's pairs ([`vision`]) and a BPE
-//! tokenizer plus a small OPT decoder trained by next-token prediction on its text corpus
+//! tokenizer plus a small decoder (MPT or OPT) trained by next-token prediction on its text corpus
 //! ([`language`]). Both are saved in the layouts real backbones use (open_clip directory, HF
 //! directory) and are then loaded, frozen, exactly as downloaded backbones are. The plan runs them
 //! as cached `pretrain` jobs ([`stage::PretrainStage`]); [`backbone_dir`] finds their output.
 
 pub mod clip;
+pub mod decoder;
 pub mod init;
 pub mod language;
-pub mod opt;
 pub mod pairs;
 pub mod stage;
 pub mod tokenizer;
