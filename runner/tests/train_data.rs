@@ -170,6 +170,7 @@ fn source(kind: SourceKind, shards: &str, batch_size: i64) -> DataSource {
         max_images: 6,
         resample: false,
         shuffle_buffer: 1,
+        no_loss_spans: Vec::new(),
     }
 }
 
@@ -628,6 +629,44 @@ fn sequences_layout_with_its_quirks() {
     assert_eq!(c.get(SkipReason::BadJson), 1);
     assert_eq!(c.get(SkipReason::MissingField), 1);
     assert_eq!(c.get(SkipReason::WrongType), 1);
+}
+
+#[test]
+fn no_loss_spans_mask_questions_and_keep_answers_and_captions() {
+    let dir = tempfile::tempdir().unwrap();
+    let tok = tokenizer(dir.path());
+    let imgs: serde_json::Map<String, serde_json::Value> = (1..=2)
+        .map(|k| {
+            (
+                format!("_!_IMAGE{k}_!_"),
+                json!({"base64_image": b64(&png(k as u8, false))}),
+            )
+        })
+        .collect();
+    let doc = json!({"example": "_!_IMAGE1_!_ Question:Red? Short answer:yes _!_IMAGE2_!_ Output:A cat.",
+        "image_map": imgs});
+    write_tar(&dir.path().join("gpt.tar"), &[json_member("s0", doc)]);
+    let mut src = source(SourceKind::Sequences, "gpt.tar", 1);
+    src.no_loss_spans = vec![["Question:".into(), " Short answer:".into()]];
+    let mut b = batcher(dir.path(), src, 0, &tok);
+    let batch = b.next_batch().unwrap();
+    let (ids, labels) = expected(&[
+        Seg::Img,
+        Seg::T("Question:Red? Short answer:", false),
+        Seg::T("yes", true),
+        Seg::Eoc(true),
+        Seg::Img,
+        Seg::T("Output:A cat.", true),
+        Seg::Eoc(true),
+        Seg::Eos(false),
+    ]);
+    assert_eq!(row_u32(&batch.input_ids, 0), ids);
+    assert_eq!(row_i64(&batch.labels, 0), labels);
+
+    let mut bad = source(SourceKind::Sequences, "gpt.tar", 1);
+    bad.no_loss_spans = vec![["Question:".into(), String::new()]];
+    let err = SourceSpec::from_config(&[bad], 0, 0, dir.path()).unwrap_err();
+    assert!(err.to_string().contains("no_loss_spans[0]"), "{err}");
 }
 
 // ---------------------------------------------------------------- corrupt interleaved samples

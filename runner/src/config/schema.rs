@@ -423,6 +423,12 @@ pub struct DataSource {
     /// Seeded shuffle buffer size.
     #[serde(default = "default_buffer")]
     pub shuffle_buffer: i64,
+    /// Text spans that get no loss, each `[start, end]`: from a `start` marker through the next
+    /// `end` marker (both included), e.g. `[["Question:", " Short answer:"]]` trains a sequence's
+    /// answers but not its questions, as instruction tuning trains completions only. Default
+    /// none: every text token gets loss, as in the reference.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub no_loss_spans: Vec<[String; 2]>,
 }
 
 fn default_sim() -> f64 {

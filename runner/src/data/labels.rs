@@ -29,6 +29,50 @@ pub struct SpecialIds {
     pub eoc: u32,
 }
 
+/// A span of text without loss, as token ids of its start and end markers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenSpan {
+    /// Ids of the start marker.
+    pub start: Vec<u32>,
+    /// Ids of the end marker.
+    pub end: Vec<u32>,
+}
+
+/// Sets [`IGNORE_INDEX`] on every token from a span's start marker through the next occurrence of
+/// its end marker (both included; an unclosed span runs to the end of the row). Markers are
+/// matched as token sequences, so they must tokenize in context as they do alone (true of
+/// markers that start a BPE word, such as `Question:` after `<image>` and ` Short answer:`).
+pub fn mask_spans(ids: &[u32], labels: &mut [i64], spans: &[TokenSpan]) {
+    let mut open: Option<&TokenSpan> = None;
+    let mut i = 0;
+    while i < ids.len() {
+        match open {
+            None => match spans.iter().find(|s| ids[i..].starts_with(&s.start)) {
+                Some(s) => {
+                    open = Some(s);
+                    for l in &mut labels[i..i + s.start.len()] {
+                        *l = IGNORE_INDEX;
+                    }
+                    i += s.start.len();
+                }
+                None => i += 1,
+            },
+            Some(s) => {
+                if ids[i..].starts_with(&s.end) {
+                    for l in &mut labels[i..i + s.end.len()] {
+                        *l = IGNORE_INDEX;
+                    }
+                    i += s.end.len();
+                    open = None;
+                } else {
+                    labels[i] = IGNORE_INDEX;
+                    i += 1;
+                }
+            }
+        }
+    }
+}
+
 /// Which masking rules apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MaskRule {
@@ -82,6 +126,23 @@ mod tests {
         eoc: 2,
     };
     const M: i64 = IGNORE_INDEX;
+
+    #[test]
+    fn spans_mask_from_start_through_end_marker() {
+        // <image> Q : what ? S A : yes <eoc> <image> Q : x   (unclosed at the end)
+        let ids = [1, 7, 8, 5, 6, 3, 4, 8, 9, 2, 1, 7, 8, 5];
+        let spans = [TokenSpan {
+            start: vec![7, 8],
+            end: vec![3, 4, 8],
+        }];
+        let mut l = labels(&ids, MaskRule::Interleaved, S);
+        mask_spans(&ids, &mut l, &spans);
+        assert_eq!(l, vec![M, M, M, M, M, M, M, M, 9, 2, M, M, M, M]);
+        // No spans: unchanged.
+        let mut plain = labels(&ids, MaskRule::Interleaved, S);
+        mask_spans(&ids, &mut plain, &[]);
+        assert_eq!(plain, labels(&ids, MaskRule::Interleaved, S));
+    }
 
     #[test]
     fn pairs_mask_pad_and_image_only() {

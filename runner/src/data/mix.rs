@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use super::error::DataError;
 use super::images::ImageTransform;
 use super::interleaved::{InterleavedOptions, prepare_interleaved};
-use super::labels::{MaskRule, SpecialIds, labels};
+use super::labels::{MaskRule, SpecialIds, TokenSpan, labels, mask_spans};
 use super::pairs::prepare_pair;
 use super::prepared::{PrepareContext, Prepared};
 use super::seeded::{self, Purpose};
@@ -115,6 +115,8 @@ pub struct SourceSpec {
     pub rules: InterleavedOptions,
     /// Loss weight.
     pub loss_weight: f64,
+    /// `[start, end]` markers of text that gets no loss (`no_loss_spans`).
+    pub no_loss_spans: Vec<[String; 2]>,
 }
 
 fn positive(name: &str, what: &str, v: i64) -> Result<usize, DataError> {
@@ -125,6 +127,19 @@ fn positive(name: &str, what: &str, v: i64) -> Result<usize, DataError> {
             source_name: name.to_string(),
             message: format!("`{what}` must be positive, got {v}"),
         })
+}
+
+/// Checks `no_loss_spans`: two non-empty markers each.
+fn no_loss_spans(name: &str, spans: &[[String; 2]]) -> Result<Vec<[String; 2]>, DataError> {
+    for (i, span) in spans.iter().enumerate() {
+        if span.iter().any(|m| m.is_empty()) {
+            return Err(DataError::Config {
+                source_name: name.to_string(),
+                message: format!("`no_loss_spans[{i}]` has an empty marker: {span:?}"),
+            });
+        }
+    }
+    Ok(spans.to_vec())
 }
 
 impl SourceSpec {
@@ -186,6 +201,7 @@ impl SourceSpec {
                 min_images: 1,
             },
             loss_weight: src.loss_weight,
+            no_loss_spans: no_loss_spans(&name, &src.no_loss_spans)?,
             name,
         })
     }
@@ -215,6 +231,8 @@ pub struct SourceBatcher {
     stream: SampleStream,
     tokenizer: Arc<FlamingoTokenizer>,
     eos: String,
+    /// `no_loss_spans` as token ids.
+    spans: Vec<TokenSpan>,
     transform: ImageTransform,
     batches: u64,
     skips: SkipCounts,
@@ -239,11 +257,32 @@ impl SourceBatcher {
                         .into(),
             })?
             .to_string();
+        let spans = spec
+            .no_loss_spans
+            .iter()
+            .map(|[start, end]| {
+                let ids = |marker: &str| {
+                    tokenizer
+                        .encode_with(marker, false, None)
+                        .ok()
+                        .filter(|ids| !ids.is_empty())
+                        .ok_or_else(|| DataError::Config {
+                            source_name: spec.name.clone(),
+                            message: format!("`no_loss_spans` marker {marker:?} has no tokens"),
+                        })
+                };
+                Ok(TokenSpan {
+                    start: ids(start)?,
+                    end: ids(end)?,
+                })
+            })
+            .collect::<Result<Vec<_>, DataError>>()?;
         Ok(Self {
             stream: SampleStream::new(spec.stream.clone())?,
             spec,
             tokenizer,
             eos,
+            spans,
             transform,
             batches: 0,
             skips: SkipCounts::default(),
@@ -376,7 +415,9 @@ impl SourceBatcher {
             tokens += n;
             let mut padded = row.ids[..n].to_vec();
             padded.resize(t, special.pad);
-            labs.extend(labels(&padded, rule, special));
+            let mut row_labels = labels(&padded, rule, special);
+            mask_spans(&padded, &mut row_labels, &self.spans);
+            labs.extend(row_labels);
             mask.extend((0..t).map(|i| u32::from(i < n)));
             ids.extend(padded);
             let mut imgs: Vec<Tensor> = row.images.into_iter().take(slots).collect();

@@ -202,6 +202,7 @@ impl Fixture {
             max_images: 2,
             resample: true,
             shuffle_buffer: 8,
+            no_loss_spans: Vec::new(),
         };
         TrainConfig {
             steps,
