@@ -144,28 +144,32 @@ fn vision_backbone_is_an_open_clip_dir_with_the_trained_embeddings() {
     );
 }
 
-#[test]
-fn language_backbone_is_an_hf_opt_dir_that_reloads_with_the_trained_logits() {
+/// Pretrains `cfg` on a tiny world, checks that the reload gives the trained logits and that the
+/// loss fell, and returns the temp dir (keep it alive), the backbone dir and its `config.json`.
+fn pretrain_language_checked(
+    cfg: &PretrainLanguage,
+) -> (tempfile::TempDir, PathBuf, serde_json::Value) {
     let tmp = tempfile::tempdir().unwrap();
     let world = tiny_world(tmp.path());
     let out = tmp.path().join("language");
     let mut losses = Vec::new();
-    let summary = pretrain_language(
-        &language_cfg(),
-        &world,
-        &out,
-        &Device::Cpu,
-        &mut |r: &StepReport| losses.push(r.loss),
-    )
+    let summary = pretrain_language(cfg, &world, &out, &Device::Cpu, &mut |r: &StepReport| {
+        losses.push(r.loss)
+    })
     .unwrap();
     assert_eq!(summary.reload_max_abs_diff, 0.0, "{summary:?}");
     assert!(
         mean(&losses[35..]) < 0.8 * mean(&losses[..5]),
         "next-token loss should fall: {losses:?}"
     );
-
-    let config: serde_json::Value =
+    let config =
         serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    (tmp, out, config)
+}
+
+#[test]
+fn language_backbone_is_an_hf_opt_dir_that_reloads_with_the_trained_logits() {
+    let (_tmp, out, config) = pretrain_language_checked(&language_cfg());
     assert_eq!(config["model_type"], "opt");
     assert_eq!(config["architectures"][0], "OPTForCausalLM");
     for key in [
@@ -229,26 +233,10 @@ fn language_backbone_is_an_hf_opt_dir_that_reloads_with_the_trained_logits() {
 #[test]
 fn mpt_language_backbone_is_an_hf_mpt_dir_with_alibi_that_reloads_with_the_trained_logits() {
     use runner::config::schema::TinyLmFamily;
-    let tmp = tempfile::tempdir().unwrap();
-    let world = tiny_world(tmp.path());
-    let out = tmp.path().join("language");
-    let cfg = PretrainLanguage {
+    let (_tmp, out, config) = pretrain_language_checked(&PretrainLanguage {
         family: TinyLmFamily::Mpt,
         ..language_cfg()
-    };
-    let mut losses = Vec::new();
-    let summary = pretrain_language(&cfg, &world, &out, &Device::Cpu, &mut |r: &StepReport| {
-        losses.push(r.loss)
-    })
-    .unwrap();
-    assert_eq!(summary.reload_max_abs_diff, 0.0, "{summary:?}");
-    assert!(
-        mean(&losses[35..]) < 0.8 * mean(&losses[..5]),
-        "next-token loss should fall: {losses:?}"
-    );
-
-    let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    });
     assert_eq!(config["model_type"], "mpt");
     assert_eq!(config["attn_config"]["alibi"], true);
     assert_eq!(config["max_seq_len"], 64);

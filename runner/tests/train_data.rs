@@ -568,18 +568,24 @@ fn pairs_flip_is_one_decision_per_batch() {
 
 // ---------------------------------------------------------------- sequences
 
+/// A ChatGPT-layout `image_map`: `_!_IMAGE<k>_!_` is a small PNG with id `ids[k - 1]`.
+fn image_map(ids: &[u8]) -> serde_json::Map<String, serde_json::Value> {
+    ids.iter()
+        .enumerate()
+        .map(|(i, &id)| {
+            (
+                format!("_!_IMAGE{}_!_", i + 1),
+                json!({"base64_image": b64(&png(id, false))}),
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn sequences_layout_with_its_quirks() {
     let dir = tempfile::tempdir().unwrap();
     let tok = tokenizer(dir.path());
-    let imgs: serde_json::Map<String, serde_json::Value> = (1..=3)
-        .map(|k| {
-            (
-                format!("_!_IMAGE{k}_!_"),
-                json!({"base64_image": b64(&png(k as u8 * 10, false))}),
-            )
-        })
-        .collect();
+    let imgs = image_map(&[10, 20, 30]);
     let good = json!({"is_gpt": true,
         "example": "Look. _!_IMAGE1_!_ A cat. _!_IMAGE2_!_ A dog. _!_IMAGE3_!_ A cow.",
         "image_map": imgs});
@@ -635,14 +641,7 @@ fn sequences_layout_with_its_quirks() {
 fn no_loss_spans_mask_questions_and_keep_answers_and_captions() {
     let dir = tempfile::tempdir().unwrap();
     let tok = tokenizer(dir.path());
-    let imgs: serde_json::Map<String, serde_json::Value> = (1..=2)
-        .map(|k| {
-            (
-                format!("_!_IMAGE{k}_!_"),
-                json!({"base64_image": b64(&png(k as u8, false))}),
-            )
-        })
-        .collect();
+    let imgs = image_map(&[1, 2]);
     let doc = json!({"example": "_!_IMAGE1_!_ Question:Red? Short answer:yes _!_IMAGE2_!_ Output:A cat.",
         "image_map": imgs});
     write_tar(&dir.path().join("gpt.tar"), &[json_member("s0", doc)]);

@@ -262,14 +262,15 @@ impl SourceBatcher {
             .iter()
             .map(|[start, end]| {
                 let ids = |marker: &str| {
-                    tokenizer
-                        .encode_with(marker, false, None)
-                        .ok()
-                        .filter(|ids| !ids.is_empty())
-                        .ok_or_else(|| DataError::Config {
-                            source_name: spec.name.clone(),
-                            message: format!("`no_loss_spans` marker {marker:?} has no tokens"),
-                        })
+                    let bad = |why: String| DataError::Config {
+                        source_name: spec.name.clone(),
+                        message: format!("`no_loss_spans` marker {marker:?}: {why}"),
+                    };
+                    match tokenizer.encode_with(marker, false, None) {
+                        Ok(ids) if !ids.is_empty() => Ok(ids),
+                        Ok(_) => Err(bad("no tokens".into())),
+                        Err(e) => Err(bad(e.to_string())),
+                    }
                 };
                 Ok(TokenSpan {
                     start: ids(start)?,

@@ -233,14 +233,7 @@ impl TinyDecoder {
         let vb = seeded_var_builder(&varmap, seed, device);
         init_weights(&shape, &vb).map_err(PretrainError::tensor("initialising the decoder"))?;
         let config = shape.config_json(eos_id);
-        let mut vars: Vec<(String, Var)> = varmap
-            .data()
-            .lock()
-            .map_err(|_| PretrainError::data(origin, "poisoned variable map"))?
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut vars = super::named_vars(&varmap, origin)?;
         let tensors: HashMap<String, Tensor> = vars
             .iter()
             .map(|(k, v)| (k.clone(), v.as_tensor().clone()))

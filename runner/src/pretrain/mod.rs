@@ -16,7 +16,8 @@ pub mod vision;
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Tensor, Var};
+use candle_nn::VarMap;
 
 use crate::config::schema::Schedule;
 use crate::train::adamw::{AdamW, clip_grad_norm};
@@ -26,6 +27,20 @@ use crate::train::schedule::lr_at;
 /// job `job_hash` under the runs directory (`<runs>/jobs/pretrain-<hash12>/<which>`).
 pub fn backbone_dir(runs_dir: &Path, job_hash: &str, which: &str) -> PathBuf {
     crate::exec::backbone::job_dir(runs_dir, crate::plan::JobKind::Pretrain, job_hash).join(which)
+}
+
+/// Every variable of `varmap` with its name, sorted by name (a stable order for optimizers and
+/// checkpoints); `origin` names the model in the error.
+pub fn named_vars(varmap: &VarMap, origin: &Path) -> Result<Vec<(String, Var)>, PretrainError> {
+    let mut vars: Vec<(String, Var)> = varmap
+        .data()
+        .lock()
+        .map_err(|_| PretrainError::data(origin, "poisoned variable map"))?
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(vars)
 }
 
 /// Writes `tensors` as a safetensors file with the `{"format": "pt"}` header metadata that HF

@@ -104,14 +104,7 @@ pub fn pretrain_vision(
     let batch = (cfg.batch_size as usize).min(data.len());
     let (model, varmap) =
         clip::build(cfg, device).map_err(PretrainError::tensor("building the ViT"))?;
-    let mut named: Vec<(String, candle_core::Var)> = varmap
-        .data()
-        .lock()
-        .map_err(|_| PretrainError::data(out, "poisoned variable map"))?
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let named = super::named_vars(&varmap, out)?;
     let parameters = named.iter().map(|(_, v)| v.elem_count()).sum();
     let params: Vec<Param> = named
         .into_iter()
