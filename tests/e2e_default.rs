@@ -103,6 +103,19 @@ fn reduced_default_run_exec_report_plot() {
         "{text}"
     );
 
+    // The four VQA tasks of the synthetic world carry answer types: rows per task and type.
+    let groups = runner(dir, &["report", "--groups", "answer_type", "--format", "csv"]);
+    assert!(
+        groups.status.success(),
+        "{}",
+        String::from_utf8_lossy(&groups.stderr)
+    );
+    let text = String::from_utf8_lossy(&groups.stdout);
+    for row in ["vqav2: ", "okvqa: ", "vizwiz: ", "textvqa: other"] {
+        assert!(text.contains(row), "{row} missing:\n{text}");
+    }
+    assert!(!text.contains("coco") && !text.contains("hatefulmemes"), "{text}");
+
     let plots = dir.join("plots");
     let p = runner(dir, &["report", "--plot", plots.to_str().unwrap()]);
     assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));

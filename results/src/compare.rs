@@ -176,6 +176,9 @@ pub struct ReportOptions {
     pub diff_only: bool,
     /// Tolerance of `diff_only`, on the displayed (paper) scale.
     pub tolerance: f64,
+    /// Split each cell into its stored groups of this kind (`answer_type`, `question_type`):
+    /// rows `dataset: group`; cells without such groups are left out.
+    pub groups: Option<String>,
 }
 
 impl Default for ReportOptions {
@@ -186,6 +189,7 @@ impl Default for ReportOptions {
             paper_models: DEFAULT_PAPER_MODELS.iter().map(|m| m.to_string()).collect(),
             diff_only: false,
             tolerance: 0.05,
+            groups: None,
         }
     }
 }
@@ -310,7 +314,13 @@ pub fn build_from_runs(
     reference: &Reference,
 ) -> Result<Report, ReportError> {
     let runs: Vec<&RunColumn> = runs.iter().filter(|r| !r.cells.is_empty()).collect();
-    let cells: Vec<Vec<EvalCell>> = runs.iter().map(|r| r.cells.clone()).collect();
+    let cells: Vec<Vec<EvalCell>> = runs
+        .iter()
+        .map(|r| match &opts.groups {
+            Some(kind) => crate::report::group_cells(&r.cells, kind),
+            None => r.cells.clone(),
+        })
+        .collect();
     let pivot = pivot_cells(runs.iter().map(|r| r.name.clone()).collect(), &cells);
     let vs = resolve_vs(&runs, opts, reference)?;
 

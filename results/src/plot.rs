@@ -611,6 +611,7 @@ pub fn write_plots(
         paper_models: DEFAULT_PAPER_MODELS.iter().map(|m| m.to_string()).collect(),
         diff_only: false,
         tolerance: 0.0,
+        groups: None,
     };
     let report = build_from_runs(&runs, &opts, reference)?;
     for (ds, chart) in shots_charts(&report) {

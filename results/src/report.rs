@@ -140,10 +140,12 @@ pub fn pivot_cells(columns: Vec<String>, cells_by_col: &[Vec<EvalCell>]) -> Pivo
         let mut groups: BTreeMap<(RowKey, String), Vec<f64>> = BTreeMap::new();
         let mut metrics: BTreeMap<RowKey, String> = BTreeMap::new();
         for c in cells {
+            // Group rows (`vqav2: number`) sort with their dataset.
+            let dataset = c.dataset.split(GROUP_SEPARATOR).next().unwrap_or_default();
             let key = RowKey {
                 order: PAPER_ORDER
                     .iter()
-                    .position(|d| *d == c.dataset)
+                    .position(|d| *d == dataset)
                     .unwrap_or(99),
                 dataset: c.dataset.clone(),
                 shots: c.shots,
@@ -182,6 +184,40 @@ pub fn pivot_cells(columns: Vec<String>, cells_by_col: &[Vec<EvalCell>]) -> Pivo
     }
 }
 
+/// Joins a dataset and a group in the row names of a grouped report (`vqav2: number`).
+pub const GROUP_SEPARATOR: &str = ": ";
+
+/// Splits each cell into one cell per stored group of `kind` (`answer_type`, `question_type`),
+/// named `dataset: group`, with the group's score and count; cells without such groups (other
+/// metrics, or cells recorded before groups were stored) are left out.
+pub fn group_cells(cells: &[EvalCell], kind: &str) -> Vec<EvalCell> {
+    let mut out = Vec::new();
+    for c in cells {
+        let Some(groups) = c.groups.as_deref() else {
+            continue;
+        };
+        let Ok(serde_json::Value::Object(mut all)) = serde_json::from_str(groups) else {
+            continue;
+        };
+        let Some(serde_json::Value::Object(groups)) = all.remove(kind) else {
+            continue;
+        };
+        for (name, g) in groups {
+            let (Some(value), Some(count)) = (g["score"].as_f64(), g["count"].as_i64()) else {
+                continue;
+            };
+            out.push(EvalCell {
+                dataset: format!("{}{GROUP_SEPARATOR}{name}", c.dataset),
+                value,
+                count,
+                groups: None,
+                ..c.clone()
+            });
+        }
+    }
+    out
+}
+
 fn fingerprint_without_seed(fp: &str) -> String {
     match serde_json::from_str::<serde_json::Value>(fp) {
         Ok(serde_json::Value::Object(mut m)) => {
@@ -208,6 +244,7 @@ mod tests {
             value: v,
             count: 10,
             fingerprint: format!("{{\"seed\":{seed},\"x\":1}}"),
+            groups: None,
         }
     }
 

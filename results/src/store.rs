@@ -129,6 +129,9 @@ pub struct EvalCell {
     pub count: i64,
     /// JSON fingerprint of everything the value depends on.
     pub fingerprint: String,
+    /// JSON scores of groups within the cell (VQA: `{"answer_type": {"number": {"score",
+    /// "count"}, ..}, "question_type": {..}}`); `None` where the metric has none.
+    pub groups: Option<String>,
 }
 
 /// One per-example prediction of an eval cell.
@@ -177,12 +180,17 @@ pub struct VariantRow {
 /// The embedded migrations, in order. Keep old files unchanged: databases made by older versions
 /// are migrated forward by the ones they lack.
 pub fn migrations() -> Vec<Migration> {
-    let files: [(i64, &str, &'static str); 2] = [
+    let files: [(i64, &str, &'static str); 3] = [
         (1, "init", include_str!("../migrations/0001_init.sql")),
         (
             2,
             "job events",
             include_str!("../migrations/0002_job_events.sql"),
+        ),
+        (
+            3,
+            "eval cell groups",
+            include_str!("../migrations/0003_eval_cell_groups.sql"),
         ),
     ];
     files
@@ -594,10 +602,10 @@ impl Store {
         self.rt.block_on(async {
             let mut tx = self.pool.begin().await.map_err(self.err("begin eval cell"))?;
             sqlx::query(concat!(
-                "INSERT INTO eval_cells (job_hash, dataset, shots, seed, metric, value, count, fingerprint, created_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ", now!(), ")
+                "INSERT INTO eval_cells (job_hash, dataset, shots, seed, metric, value, count, fingerprint, groups, created_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ", now!(), ")
                  ON CONFLICT (job_hash) DO UPDATE SET value = excluded.value, count = excluded.count,
-                    metric = excluded.metric, fingerprint = excluded.fingerprint"
+                    metric = excluded.metric, fingerprint = excluded.fingerprint, groups = excluded.groups"
             ))
             .bind(&cell.job_hash)
             .bind(&cell.dataset)
@@ -607,6 +615,7 @@ impl Store {
             .bind(cell.value)
             .bind(cell.count)
             .bind(&cell.fingerprint)
+            .bind(&cell.groups)
             .execute(&mut *tx)
             .await
             .map_err(self.err("record eval cell"))?;
@@ -801,7 +810,7 @@ impl Store {
             for chunk in hashes.chunks(400) {
                 let marks = vec!["?"; chunk.len()].join(",");
                 let sql = format!(
-                    "SELECT job_hash, dataset, shots, seed, metric, value, count, fingerprint
+                    "SELECT job_hash, dataset, shots, seed, metric, value, count, fingerprint, groups
                      FROM eval_cells WHERE job_hash IN ({marks})"
                 );
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -822,6 +831,7 @@ impl Store {
                         value: r.get("value"),
                         count: r.get("count"),
                         fingerprint: r.get("fingerprint"),
+                        groups: r.get("groups"),
                     });
                 }
             }

@@ -74,6 +74,16 @@ fn record(store: &Store, name: &str, bump: f64) {
                         fingerprint: format!(
                             "{{\"checkpoint\":\"{train}\",\"seed\":{seed},\"split\":\"test\",\"shots\":{shots}}}"
                         ),
+                        // VQA cells carry per-answer-type scores: number 10 below the cell's
+                        // value, yes/no 5 above.
+                        groups: (ds == "vqav2").then(|| {
+                            let v = mean + (k as f64 - 1.0) * d;
+                            serde_json::json!({"answer_type": {
+                                "number": {"score": v - 10.0, "count": 80},
+                                "yes/no": {"score": v + 5.0, "count": 120},
+                            }})
+                            .to_string()
+                        }),
                     });
                 }
             }
@@ -378,6 +388,40 @@ fn the_table_5_view_shows_deltas_and_diff_only_hides_equal_rows() {
         e.contains("trainable, frozen") && e.contains("frozen_embeddings"),
         "{e}"
     );
+}
+
+#[test]
+fn groups_split_vqa_cells_into_answer_type_rows() {
+    let (_d, s) = store();
+    record(&s, "exp", 0.0);
+    let opts = ReportOptions {
+        groups: Some("answer_type".into()),
+        ..ReportOptions::default()
+    };
+    let r = build(&s, &[], &opts, &Reference::paper().unwrap()).unwrap();
+    let names: std::collections::BTreeSet<&str> =
+        r.rows.iter().map(|row| row.dataset.as_str()).collect();
+    assert_eq!(
+        names.into_iter().collect::<Vec<_>>(),
+        ["vqav2: number", "vqav2: yes/no"],
+        "only VQA cells have groups"
+    );
+    let plain = report(&s, &[], None, false);
+    for shots in SHOTS {
+        let whole = row(&plain, "vqav2", shots).cells[0].as_ref().unwrap().mean;
+        let number = row(&r, "vqav2: number", shots).cells[0].as_ref().unwrap();
+        assert!(close(number.mean, whole - 10.0), "{} vs {whole}", number.mean);
+        assert_eq!(number.n, Some(3), "averaged over the three seeds");
+        let yes_no = row(&r, "vqav2: yes/no", shots).cells[0].as_ref().unwrap();
+        assert!(close(yes_no.mean, whole + 5.0));
+    }
+    // Question types were not stored: nothing to show.
+    let opts = ReportOptions {
+        groups: Some("question_type".into()),
+        ..ReportOptions::default()
+    };
+    let r = build(&s, &[], &opts, &Reference::paper().unwrap()).unwrap();
+    assert!(r.rows.is_empty());
 }
 
 #[test]

@@ -55,7 +55,14 @@ fn a_database_made_by_an_older_version_is_migrated() {
         store
             .count("SELECT COUNT(*) FROM _sqlx_migrations")
             .unwrap(),
-        2
+        migrations().len() as i64
+    );
+    assert_eq!(
+        store
+            .count("SELECT COUNT(*) FROM pragma_table_info('eval_cells') WHERE name = 'groups'")
+            .unwrap(),
+        1,
+        "v3 adds eval_cells.groups"
     );
     assert_eq!(
         store
@@ -152,10 +159,11 @@ fn an_eval_cell_and_its_done_state_commit_together() {
         dataset: "coco".into(),
         shots: 4,
         seed: 42,
-        metric: "cider".into(),
+        metric: "vqa-accuracy".into(),
         value: 0.5,
         count: 2,
         fingerprint: "{}".into(),
+        groups: Some(r#"{"answer_type":{"number":{"score":50.0,"count":2}}}"#.into()),
     };
     // Not claimed by this owner: nothing is written.
     assert!(!s.finish_eval_cell("me", &cell, 1.0).unwrap());
@@ -182,7 +190,9 @@ fn an_eval_cell_and_its_done_state_commit_together() {
     s.put_predictions("c1", &preds).unwrap(); // re-flushing is idempotent
     assert_eq!(s.predictions("c1").unwrap(), preds);
     assert!(s.finish_eval_cell("me", &cell, 1.0).unwrap());
-    assert_eq!(s.eval_cells(&["c1".into()]).unwrap()[0].value, 0.5);
+    let stored = &s.eval_cells(&["c1".into()]).unwrap()[0];
+    assert_eq!(stored.value, 0.5);
+    assert_eq!(stored.groups, cell.groups);
     assert_eq!(
         s.job_status(&["c1".into()]).unwrap()["c1"].state,
         JobState::Done

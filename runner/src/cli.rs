@@ -104,6 +104,10 @@ pub struct ReportArgs {
     /// Tolerance of --diff-only, on the displayed (paper) scale.
     #[arg(long, default_value_t = 0.05)]
     pub tolerance: f64,
+    /// VQA accuracy by group, as the official VQA evaluation reports it: one row per dataset and
+    /// answer type (yes/no, number, other) or question type ("what color is the", ...).
+    #[arg(long, value_name = "KIND", value_parser = ["answer_type", "question_type"])]
+    pub groups: Option<String>,
     /// Also write plots (loss curves, score vs shots, % of Flamingo) as SVG and PNG into DIR.
     #[arg(long, value_name = "DIR")]
     pub plot: Option<PathBuf>,
@@ -397,6 +401,7 @@ fn cmd_report(args: &ReportArgs, db: &Path) -> Result<ExitCode> {
         paper_models: args.paper_models.clone(),
         diff_only: args.diff_only,
         tolerance: args.tolerance,
+        groups: args.groups.clone(),
     };
     let report = results::compare::build(&store, &args.experiment, &opts, &reference)?;
     let text_format = matches!(
@@ -404,7 +409,14 @@ fn cmd_report(args: &ReportArgs, db: &Path) -> Result<ExitCode> {
         results::report::Format::Table | results::report::Format::Markdown
     );
     if text_format && report.rows.is_empty() && report.hidden_rows == 0 {
-        println!("no eval cells recorded yet in {}", db.display());
+        match &args.groups {
+            // Only VQA cells have groups, and only those recorded since groups are stored.
+            Some(kind) => println!(
+                "no eval cells with {kind} groups in {} (VQA cells recorded by this version have them)",
+                db.display()
+            ),
+            None => println!("no eval cells recorded yet in {}", db.display()),
+        }
     } else {
         print!("{}", results::render::render_report(&report, format));
     }
@@ -456,10 +468,18 @@ fn cmd_score(args: &ScoreArgs) -> Result<ExitCode> {
     if args.json {
         emit(&format!("{}\n", serde_json::to_string(&report)?))?;
     } else {
-        emit(&format!(
+        let mut out = format!(
             "{}: {} ({} predictions)\n",
             report.metric, report.score, report.count
-        ))?;
+        );
+        // As the official VQA evaluation prints it: per answer type (question types via --json).
+        if !report.by_answer_type.is_empty() {
+            out.push_str("per answer type:\n");
+            for (name, g) in &report.by_answer_type {
+                out.push_str(&format!("  {name:<14} {} ({} predictions)\n", g.score, g.count));
+            }
+        }
+        emit(&out)?;
     }
     Ok(ExitCode::SUCCESS)
 }

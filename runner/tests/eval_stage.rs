@@ -334,6 +334,23 @@ fn one_cell_per_task_type_stores_predictions_and_a_value_and_encodes_each_image_
             _ => "roc-auc",
         };
         assert_eq!(cell.metric, metric);
+        // VQA cells keep the official evaluation's per-answer-type and per-question-type scores.
+        match cell.groups.as_deref().map(serde_json::from_str::<Value>) {
+            Some(Ok(groups)) => {
+                assert_eq!(metric, "vqa-accuracy", "{groups}");
+                for key in ["answer_type", "question_type"] {
+                    let counted: i64 = groups[key]
+                        .as_object()
+                        .unwrap()
+                        .values()
+                        .map(|g| g["count"].as_i64().unwrap())
+                        .sum();
+                    assert_eq!(counted, cell.count, "{key}: {groups}");
+                }
+            }
+            Some(Err(e)) => panic!("groups of {ds}: {e}"),
+            None => assert_ne!(metric, "vqa-accuracy"),
+        }
         let fp: Value = serde_json::from_str(&cell.fingerprint).unwrap();
         assert_eq!(fp["seed"]["value"], 3);
         assert!(fp["annotations"].as_object().unwrap().len() >= 2);

@@ -203,8 +203,19 @@ fn check_vqa(name: &str) {
     let report = score_files(Metric::VqaAccuracy, &res, &ann).expect("score");
     let expected = case["expected"]["accuracy"].as_f64().expect("accuracy");
     assert_eq!(report.score, expected, "VQA accuracy {name}");
+    for (key, got) in [
+        ("per_answer_type", &report.by_answer_type),
+        ("per_question_type", &report.by_question_type),
+    ] {
+        let want = case["expected"][key].as_object().expect(key);
+        let got: serde_json::Map<String, serde_json::Value> = got
+            .iter()
+            .map(|(k, g)| (k.clone(), serde_json::json!(g.score)))
+            .collect();
+        assert_eq!(&got, want, "VQA {key} {name}");
+    }
 
-    let gt = read_vqa_annotations(&ann).expect("annotations");
+    let gt = read_vqa_annotations(&ann).expect("annotations").answers;
     let preds: HashMap<SampleId, String> = read_vqa_predictions(&res)
         .expect("predictions")
         .into_iter()

@@ -84,6 +84,14 @@ fn json_output_is_one_object() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     // Each of the 3 "yes" annotators sees 2 other yes (2/3); the "no" annotator sees 3 (1).
     assert_eq!(v["score"].as_f64(), Some(75.0));
+    // No answer_type in the annotations: the reference counts the question as "other"; without
+    // question types there is no per-question-type breakdown.
+    assert_eq!(v["by_answer_type"]["other"]["score"].as_f64(), Some(75.0));
+    assert_eq!(v["by_answer_type"]["other"]["count"], 1);
+    assert!(v.get("by_question_type").is_none(), "{v}");
+    let text = score("vqa-accuracy", &vqa_preds, &vqa_anns, false);
+    let text = String::from_utf8(text.stdout).expect("utf8");
+    assert!(text.contains("per answer type:\n  other"), "{text}");
 }
 
 #[test]

@@ -190,6 +190,7 @@ impl Stage for EvalStage {
             &queries,
             &stats,
         )?;
+        let groups = report.groups_json();
         let cell = EvalCell {
             job_hash: job.hash.clone(),
             dataset: spec.dataset.clone(),
@@ -199,11 +200,13 @@ impl Stage for EvalStage {
             value: report.score,
             count: report.count as i64,
             fingerprint: fp.to_string(),
+            groups: groups.as_ref().map(|g| g.to_string()),
         };
         let summary = serde_json::json!({
             "metric": cell.metric,
             "value": cell.value,
             "count": cell.count,
+            "groups": groups,
             "fingerprint": fp,
             "vision_encoder_calls_total": MediaCache::global().encoded(&identity),
             "rices_images_embedded_total": super::rices::images_embedded(),

@@ -359,19 +359,41 @@ fn coco_captions_from_value(
     Ok((images, anns))
 }
 
-/// Read a VQA v2 annotations file `{"annotations": [{"question_id", "answers": [{"answer", ...}]}]}`.
-pub fn read_vqa_annotations(path: &Path) -> Result<HashMap<SampleId, Vec<GtAnswer>>, MetricError> {
+/// A VQA annotations file: the answers of each question, and the types the official evaluation
+/// groups its accuracy by.
+#[derive(Debug, Clone, Default)]
+pub struct VqaAnnotations {
+    /// The ground-truth answer objects of each question.
+    pub answers: HashMap<SampleId, Vec<GtAnswer>>,
+    /// `answer_type` of each question (`yes/no`, `number`, `other` in VQAv2). The reference reads
+    /// a missing one as `"other"`.
+    pub answer_types: HashMap<SampleId, String>,
+    /// `question_type` of each question that has one (e.g. `what color is the`).
+    pub question_types: HashMap<SampleId, String>,
+}
+
+/// Read a VQA v2 annotations file `{"annotations": [{"question_id", "answers": [{"answer", ...}],
+/// "answer_type"?, "question_type"?}]}`.
+pub fn read_vqa_annotations(path: &Path) -> Result<VqaAnnotations, MetricError> {
     let mut json = read_json(path)?;
     let anns = match json.get_mut("annotations") {
         Some(Value::Array(list)) => std::mem::take(list),
         Some(_) => return Err(format_err(path, "annotations", "expected a JSON list")),
         None => return Err(format_err(path, "top level", "missing \"annotations\"")),
     };
-    let mut out = HashMap::with_capacity(anns.len());
+    let mut out = VqaAnnotations::default();
     let mut first_at: HashMap<SampleId, usize> = HashMap::with_capacity(anns.len());
     for (i, mut ann) in anns.into_iter().enumerate() {
         let entry = format!("annotations[{i}]");
         let id = id_of(&ann, "question_id", path, &entry)?;
+        for (key, types) in [
+            ("answer_type", &mut out.answer_types),
+            ("question_type", &mut out.question_types),
+        ] {
+            if ann.get(key).is_some() {
+                types.insert(id.clone(), string_of(&ann, key, path, &entry)?);
+            }
+        }
         if let Some(&first) = first_at.get(&id) {
             return Err(MetricError::DuplicateId {
                 path: path.to_path_buf(),
@@ -407,7 +429,7 @@ pub fn read_vqa_annotations(path: &Path) -> Result<HashMap<SampleId, Vec<GtAnswe
                 other_fields,
             });
         }
-        out.insert(id, answers);
+        out.answers.insert(id, answers);
     }
     Ok(out)
 }

@@ -1,5 +1,6 @@
 //! `runner score`: one metric over a predictions file and an annotations file.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
@@ -62,6 +63,54 @@ pub struct ScoreReport {
     pub score: f64,
     /// Number of scored predictions.
     pub count: usize,
+    /// VQA accuracy per `answer_type` (the official evaluation's `perAnswerType`); empty for
+    /// other metrics.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_answer_type: BTreeMap<String, GroupScore>,
+    /// VQA accuracy per `question_type` (`perQuestionType`), over the questions that have one.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_question_type: BTreeMap<String, GroupScore>,
+}
+
+impl ScoreReport {
+    /// The group scores as stored with an eval cell: `{"answer_type": {..}, "question_type":
+    /// {..}}` with the non-empty groupings, or `None` when there are none.
+    pub fn groups_json(&self) -> Option<serde_json::Value> {
+        let mut out = serde_json::Map::new();
+        for (key, groups) in [
+            ("answer_type", &self.by_answer_type),
+            ("question_type", &self.by_question_type),
+        ] {
+            if !groups.is_empty() {
+                out.insert(key.into(), serde_json::json!(groups));
+            }
+        }
+        (!out.is_empty()).then_some(serde_json::Value::Object(out))
+    }
+}
+
+/// The score of one group of predictions (an answer or question type).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GroupScore {
+    /// The metric over the group, on the same scale as the overall score.
+    pub score: f64,
+    /// Number of predictions in the group.
+    pub count: usize,
+}
+
+/// Accuracy per group, as the reference computes it: a left-to-right mean of the per-question
+/// accuracies in prediction order, rounded like the overall score.
+fn group_scores(groups: BTreeMap<String, Vec<f64>>) -> BTreeMap<String, GroupScore> {
+    groups
+        .into_iter()
+        .map(|(name, accs)| {
+            let score = GroupScore {
+                score: vqa::accuracy(&accs),
+                count: accs.len(),
+            };
+            (name, score)
+        })
+        .collect()
 }
 
 /// Score `predictions` against `annotations`. Only predicted ids are scored; an id missing from the
@@ -71,16 +120,18 @@ pub fn score_files(
     predictions: &Path,
     annotations: &Path,
 ) -> Result<ScoreReport, MetricError> {
-    let (score, count) = match metric {
-        Metric::Cider => score_cider(predictions, annotations)?,
-        Metric::VqaAccuracy => score_vqa(predictions, annotations)?,
-        Metric::RocAuc => score_auc(predictions, annotations)?,
-    };
-    Ok(ScoreReport {
+    let report = |(score, count)| ScoreReport {
         metric: metric.name().to_string(),
         score,
         count,
-    })
+        by_answer_type: BTreeMap::new(),
+        by_question_type: BTreeMap::new(),
+    };
+    match metric {
+        Metric::Cider => Ok(report(score_cider(predictions, annotations)?)),
+        Metric::VqaAccuracy => score_vqa(predictions, annotations),
+        Metric::RocAuc => Ok(report(score_auc(predictions, annotations)?)),
+    }
 }
 
 fn unknown(
@@ -125,12 +176,15 @@ fn score_cider(predictions: &Path, annotations: &Path) -> Result<(f64, usize), M
     Ok((result.mean, cands.len()))
 }
 
-fn score_vqa(predictions: &Path, annotations: &Path) -> Result<(f64, usize), MetricError> {
+fn score_vqa(predictions: &Path, annotations: &Path) -> Result<ScoreReport, MetricError> {
     let preds = read_vqa_predictions(predictions)?;
     let gt = read_vqa_annotations(annotations)?;
     let mut per_question = Vec::with_capacity(preds.len());
+    let mut by_answer_type: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut by_question_type: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for (i, (id, answer)) in preds.iter().enumerate() {
         let answers = gt
+            .answers
             .get(id)
             .ok_or_else(|| unknown(predictions, i, id, annotations))?;
         if answers.is_empty() {
@@ -140,9 +194,27 @@ fn score_vqa(predictions: &Path, annotations: &Path) -> Result<(f64, usize), Met
                 what: "answers",
             });
         }
-        per_question.push(vqa::question_accuracy(answer, answers));
+        let acc = vqa::question_accuracy(answer, answers);
+        per_question.push(acc);
+        let answer_type = gt.answer_types.get(id).map_or("other", String::as_str);
+        by_answer_type
+            .entry(answer_type.to_string())
+            .or_default()
+            .push(acc);
+        if let Some(question_type) = gt.question_types.get(id) {
+            by_question_type
+                .entry(question_type.clone())
+                .or_default()
+                .push(acc);
+        }
     }
-    Ok((vqa::accuracy(&per_question), per_question.len()))
+    Ok(ScoreReport {
+        metric: Metric::VqaAccuracy.name().to_string(),
+        score: vqa::accuracy(&per_question),
+        count: per_question.len(),
+        by_answer_type: group_scores(by_answer_type),
+        by_question_type: group_scores(by_question_type),
+    })
 }
 
 fn score_auc(predictions: &Path, annotations: &Path) -> Result<(f64, usize), MetricError> {
