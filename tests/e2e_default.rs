@@ -104,7 +104,10 @@ fn reduced_default_run_exec_report_plot() {
     );
 
     // The four VQA tasks of the synthetic world carry answer types: rows per task and type.
-    let groups = runner(dir, &["report", "--groups", "answer_type", "--format", "csv"]);
+    let groups = runner(
+        dir,
+        &["report", "--groups", "answer_type", "--format", "csv"],
+    );
     assert!(
         groups.status.success(),
         "{}",
@@ -114,7 +117,10 @@ fn reduced_default_run_exec_report_plot() {
     for row in ["vqav2: ", "okvqa: ", "vizwiz: ", "textvqa: other"] {
         assert!(text.contains(row), "{row} missing:\n{text}");
     }
-    assert!(!text.contains("coco") && !text.contains("hatefulmemes"), "{text}");
+    assert!(
+        !text.contains("coco") && !text.contains("hatefulmemes"),
+        "{text}"
+    );
 
     let plots = dir.join("plots");
     let p = runner(dir, &["report", "--plot", plots.to_str().unwrap()]);

@@ -143,10 +143,7 @@ pub fn pivot_cells(columns: Vec<String>, cells_by_col: &[Vec<EvalCell>]) -> Pivo
             // Group rows (`vqav2: number`) sort with their dataset.
             let dataset = c.dataset.split(GROUP_SEPARATOR).next().unwrap_or_default();
             let key = RowKey {
-                order: PAPER_ORDER
-                    .iter()
-                    .position(|d| *d == dataset)
-                    .unwrap_or(99),
+                order: PAPER_ORDER.iter().position(|d| *d == dataset).unwrap_or(99),
                 dataset: c.dataset.clone(),
                 shots: c.shots,
             };

@@ -410,7 +410,11 @@ fn groups_split_vqa_cells_into_answer_type_rows() {
     for shots in SHOTS {
         let whole = row(&plain, "vqav2", shots).cells[0].as_ref().unwrap().mean;
         let number = row(&r, "vqav2: number", shots).cells[0].as_ref().unwrap();
-        assert!(close(number.mean, whole - 10.0), "{} vs {whole}", number.mean);
+        assert!(
+            close(number.mean, whole - 10.0),
+            "{} vs {whole}",
+            number.mean
+        );
         assert_eq!(number.n, Some(3), "averaged over the three seeds");
         let yes_no = row(&r, "vqav2: yes/no", shots).cells[0].as_ref().unwrap();
         assert!(close(yes_no.mean, whole + 5.0));

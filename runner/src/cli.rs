@@ -476,7 +476,10 @@ fn cmd_score(args: &ScoreArgs) -> Result<ExitCode> {
         if !report.by_answer_type.is_empty() {
             out.push_str("per answer type:\n");
             for (name, g) in &report.by_answer_type {
-                out.push_str(&format!("  {name:<14} {} ({} predictions)\n", g.score, g.count));
+                out.push_str(&format!(
+                    "  {name:<14} {} ({} predictions)\n",
+                    g.score, g.count
+                ));
             }
         }
         emit(&out)?;
