@@ -167,6 +167,22 @@ fn pretrain_language_checked(
     (tmp, out, config)
 }
 
+/// Loads the backbone in `out` as Flamingo loads an LM (the table resized to the tokenizer with
+/// its added tokens trainable) and returns the shape of the logits of `ids` `(1, n)`.
+fn flamingo_logits_dims(out: &Path, tok: &FlamingoTokenizer, ids: &Tensor) -> Vec<usize> {
+    let lm = DecoderLm::load(
+        out,
+        tok.len(),
+        SpecialEmbeddingMode::Trainable,
+        &tok.trainable_token_ids(),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let n = ids.dims()[1];
+    let ctx = AttnCtx::unpadded(1, n, 0, &Device::Cpu).unwrap();
+    lm.forward(ids, &ctx, None).unwrap().dims().to_vec()
+}
+
 #[test]
 fn language_backbone_is_an_hf_opt_dir_that_reloads_with_the_trained_logits() {
     let (_tmp, out, config) = pretrain_language_checked(&language_cfg());
@@ -206,28 +222,13 @@ fn language_backbone_is_an_hf_opt_dir_that_reloads_with_the_trained_logits() {
         tok.eos_id(),
         Some(config["eos_token_id"].as_u64().unwrap() as u32)
     );
-    let lm = DecoderLm::load(
-        &out,
-        tok.len(),
-        SpecialEmbeddingMode::Trainable,
-        &tok.trainable_token_ids(),
-        &Device::Cpu,
-    )
-    .unwrap();
     let text = "a red circle";
     let ids = tok.encode(text).unwrap();
     assert!(ids.len() < text.len(), "BPE merges learned: {ids:?}");
     assert_eq!(tok.decode(&ids, true).unwrap(), text);
     let n = ids.len();
     let ids = Tensor::from_vec(ids, (1, n), &Device::Cpu).unwrap();
-    let logits = lm
-        .forward(
-            &ids,
-            &AttnCtx::unpadded(1, n, 0, &Device::Cpu).unwrap(),
-            None,
-        )
-        .unwrap();
-    assert_eq!(logits.dims(), &[1, n, tok.len()]);
+    assert_eq!(flamingo_logits_dims(&out, &tok, &ids), [1, n, tok.len()]);
 }
 
 #[test]
@@ -256,23 +257,8 @@ fn mpt_language_backbone_is_an_hf_mpt_dir_with_alibi_that_reloads_with_the_train
 
     // Flamingo's view: the tokenizer's added tokens resize the table; the whole max_seq_len runs.
     let tok = FlamingoTokenizer::from_dir(&out).unwrap();
-    let lm = DecoderLm::load(
-        &out,
-        tok.len(),
-        SpecialEmbeddingMode::Trainable,
-        &tok.trainable_token_ids(),
-        &Device::Cpu,
-    )
-    .unwrap();
     let ids = Tensor::zeros((1, 64), DType::U32, &Device::Cpu).unwrap();
-    let logits = lm
-        .forward(
-            &ids,
-            &AttnCtx::unpadded(1, 64, 0, &Device::Cpu).unwrap(),
-            None,
-        )
-        .unwrap();
-    assert_eq!(logits.dims(), &[1, 64, tok.len()]);
+    assert_eq!(flamingo_logits_dims(&out, &tok, &ids), [1, 64, tok.len()]);
 }
 
 fn experiment(dir: &Path) -> PathBuf {
